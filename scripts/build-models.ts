@@ -42,7 +42,8 @@ const specs: Spec[] = [
     dataset: () =>
       gaussianDataset({
         name: 'classifier-10',
-        description: 'Binary classifier on ten standard-normal features with pairwise interactions (synthetic).',
+        description:
+          'Binary classifier on ten standard-normal features with pairwise interactions (synthetic).',
         dims: 10,
         n: 4000,
         seed: 10,
@@ -59,7 +60,8 @@ const specs: Spec[] = [
     dataset: () =>
       gaussianDataset({
         name: 'fraud',
-        description: 'Transaction fraud (1 = fraud) on twenty anonymised features, about 10 % positives (synthetic).',
+        description:
+          'Transaction fraud (1 = fraud) on twenty anonymised features, about 10 % positives (synthetic).',
         dims: 20,
         n: 6000,
         seed: 20,
@@ -83,7 +85,8 @@ const specs: Spec[] = [
     dataset: () =>
       gaussianDataset({
         name: 'mlp-large',
-        description: 'A wide MLP on 64 synthetic features, big enough that inference dominates a request (benchmarks).',
+        description:
+          'A wide MLP on 64 synthetic features, big enough that inference dominates a request (benchmarks).',
         dims: 64,
         n: 1500,
         seed: 64,
@@ -108,13 +111,17 @@ for (const spec of specs) {
   const session = await ort.InferenceSession.create(bytes);
   const probe = test.x.slice(0, 16);
   const out = await session.run({
-    float_input: new ort.Tensor('float32', Float32Array.from(probe.flat()), [probe.length, ds.featureNames.length]),
+    float_input: new ort.Tensor('float32', Float32Array.from(probe.flat()), [
+      probe.length,
+      ds.featureNames.length,
+    ]),
   });
   const probs = out.probabilities!.data as Float32Array;
   probe.forEach((row, i) => {
     predictProba(net, row).forEach((p, c) => {
       const got = probs[i * ds.classLabels.length + c]!;
-      if (Math.abs(got - p) > 1e-4) throw new Error(`${spec.name}: onnxruntime gives ${got}, weights give ${p}`);
+      if (Math.abs(got - p) > 1e-4)
+        throw new Error(`${spec.name}: onnxruntime gives ${got}, weights give ${p}`);
     });
   });
   await session.release();
@@ -140,7 +147,9 @@ for (const spec of specs) {
         rows: ds.x.length,
         train_rows: tr.x.length,
         test_rows: test.x.length,
-        class_counts: Object.fromEntries(ds.classLabels.map((label, c) => [label, ds.y.filter((v) => v === c).length])),
+        class_counts: Object.fromEntries(
+          ds.classLabels.map((label, c) => [label, ds.y.filter((v) => v === c).length]),
+        ),
       },
     },
     metrics,

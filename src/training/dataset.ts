@@ -51,13 +51,20 @@ export function churnDataset(n: number, seed: number): Dataset {
     const tickets = poisson(rng, 1.5);
     const satisfaction = 1 + rng.next() * 4;
     const logit =
-      -0.04 * tenure + 0.02 * monthly - 0.08 * contract - 0.15 * products + 0.5 * tickets - 0.7 * satisfaction + 2;
+      -0.04 * tenure +
+      0.02 * monthly -
+      0.08 * contract -
+      0.15 * products +
+      0.5 * tickets -
+      0.7 * satisfaction +
+      2;
     x.push([tenure, monthly, total, contract, products, tickets, satisfaction]);
     y.push(rng.next() < sigmoid(logit) ? 1 : 0);
   }
   return {
     name: 'churn',
-    description: 'Customer churn (1 = churns). Synthetic data drawn from a logistic model of tenure, charges, contract, products, tickets and satisfaction.',
+    description:
+      'Customer churn (1 = churns). Synthetic data drawn from a logistic model of tenure, charges, contract, products, tickets and satisfaction.',
     synthetic: true,
     featureNames: [
       'tenure_months',

@@ -61,7 +61,9 @@ function standardizer(x: number[][]): Standardizer {
 function foldStandardizer(net: Network, s: Standardizer): Network {
   const [first, ...rest] = net.layers;
   const w = first!.w.map((wi, i) => wi.map((v) => v / s.std[i]!));
-  const b = first!.b.map((bo, o) => bo - first!.w.reduce((acc, wi, i) => acc + (wi[o]! * s.mean[i]!) / s.std[i]!, 0));
+  const b = first!.b.map(
+    (bo, o) => bo - first!.w.reduce((acc, wi, i) => acc + (wi[o]! * s.mean[i]!) / s.std[i]!, 0),
+  );
   return { layers: [{ w, b }, ...rest] };
 }
 
@@ -76,7 +78,9 @@ export function train(x: number[][], y: number[], classes: number, opts: TrainOp
     const fanIn = sizes[l]!;
     const scale = Math.sqrt(2 / fanIn);
     layers.push({
-      w: Array.from({ length: fanIn }, () => Array.from({ length: sizes[l + 1]! }, () => rng.normal() * scale)),
+      w: Array.from({ length: fanIn }, () =>
+        Array.from({ length: sizes[l + 1]! }, () => rng.normal() * scale),
+      ),
       b: new Array<number>(sizes[l + 1]!).fill(0),
     });
   }
@@ -106,7 +110,8 @@ export function train(x: number[][], y: number[], classes: number, opts: TrainOp
         for (let l = layers.length - 1; l >= 0; l--) {
           const a = acts[l]!;
           const g = grad[l]!;
-          for (let i = 0; i < a.length; i++) for (let o = 0; o < delta.length; o++) g.w[i]![o]! += a[i]! * delta[o]!;
+          for (let i = 0; i < a.length; i++)
+            for (let o = 0; o < delta.length; o++) g.w[i]![o]! += a[i]! * delta[o]!;
           for (let o = 0; o < delta.length; o++) g.b[o]! += delta[o]!;
           if (l > 0) {
             const L = layers[l]!;
@@ -156,7 +161,13 @@ export function evaluate(net: Network, x: number[][], y: number[]): Evaluation {
     log_loss: round(loss / x.length),
     test_rows: x.length,
   };
-  if (probs[0]!.length === 2) result.roc_auc = round(auc(probs.map((p) => p[1]!), y));
+  if (probs[0]!.length === 2)
+    result.roc_auc = round(
+      auc(
+        probs.map((p) => p[1]!),
+        y,
+      ),
+    );
   return result;
 }
 

@@ -59,7 +59,13 @@ export function networkToOnnx(net: Network, opts: OnnxExportOptions): Uint8Array
     i,
     type: onnx.AttributeProto.AttributeType.INT,
   });
-  nodes.push({ opType: 'Softmax', input: [current], output: ['probabilities'], name: 'softmax', attribute: [intAttr('axis', 1)] });
+  nodes.push({
+    opType: 'Softmax',
+    input: [current],
+    output: ['probabilities'],
+    name: 'softmax',
+    attribute: [intAttr('axis', 1)],
+  });
   nodes.push({
     opType: 'ArgMax',
     input: ['probabilities'],

@@ -1,0 +1,464 @@
+import { swaggerUI } from '@hono/swagger-ui';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { routePath } from 'hono/route';
+import { ERROR_STATUS, type ErrorCode, invalid, ServeError } from './errors.js';
+import { rowsToTensor } from './features.js';
+import type { AppMetrics } from './metrics.js';
+import { type RowPrediction, toRowPredictions } from './prediction.js';
+import type { Predictor } from './predictor.js';
+import type { ModelEntry, ModelRegistry, TabularInput } from './registry.js';
+import * as S from './schemas.js';
+import { toV2Datatype } from './tensor.js';
+import { decodeV2Inputs, encodeV2Output, selectV2Outputs } from './v2.js';
+
+export interface AppDeps {
+  registry: ModelRegistry;
+  predictor: Predictor;
+  metrics: AppMetrics;
+  /** True once every model is loaded and warmed, false again while shutting down. */
+  isReady: () => boolean;
+  /** Connectivity fields for /health (cache, audit store…), filled in by the entry point. */
+  health?: () => Promise<Record<string, unknown>>;
+}
+
+export interface AppConfig {
+  /** Largest request body accepted. */
+  maxBodyBytes: number;
+  /** Most rows one request may carry. */
+  maxRowsPerRequest: number;
+  /** Reported by GET / and GET /v2. */
+  serverVersion: string;
+}
+
+const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
+const JSON_TYPE = /^application\/([a-z.+-]+\+)?json/i;
+
+/** Zod's issue path as a field name: ['requests', 3, 'features'] → requests[3].features. */
+function fieldName(path: readonly PropertyKey[]): string {
+  return path.reduce<string>(
+    (acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)),
+    '',
+  );
+}
+
+function requireTabular(entry: ModelEntry): TabularInput {
+  if (!entry.tabular) {
+    throw new ServeError(
+      'ERR_INPUT_SHAPE',
+      `model ${entry.name} does not take a single row of features: use /v2/models/${entry.name}/infer`,
+      {
+        field: 'model',
+      },
+    );
+  }
+  return entry.tabular;
+}
+
+const errorResponses = {
+  400: { description: 'Malformed JSON', content: { 'application/json': { schema: S.ErrorResponse } } },
+  404: {
+    description: 'Unknown model or version',
+    content: { 'application/json': { schema: S.ErrorResponse } },
+  },
+  413: {
+    description: 'Body or row count over the limit',
+    content: { 'application/json': { schema: S.ErrorResponse } },
+  },
+  415: { description: 'Not application/json', content: { 'application/json': { schema: S.ErrorResponse } } },
+  422: {
+    description: 'Invalid input; `field` names the culprit',
+    content: { 'application/json': { schema: S.ErrorResponse } },
+  },
+  503: {
+    description: 'Queue full (see Retry-After) or not ready',
+    content: { 'application/json': { schema: S.ErrorResponse } },
+  },
+};
+
+const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  body: { content: { 'application/json': { schema } }, required: true },
+});
+
+const predictRoute = createRoute({
+  method: 'post',
+  path: '/predict',
+  summary: 'Predict one row (or several, as number[][]) with a model',
+  request: jsonBody(S.PredictRequest),
+  responses: {
+    200: { description: 'Prediction', content: { 'application/json': { schema: S.PredictResponse } } },
+    ...errorResponses,
+  },
+});
+
+const batchRoute = createRoute({
+  method: 'post',
+  path: '/predict/batch',
+  summary: 'Predict many rows: {"requests": [{"features": …}]} or {"instances": [[…]]}',
+  request: jsonBody(S.BatchRequest),
+  responses: {
+    200: {
+      description: 'One prediction per row, in order',
+      content: { 'application/json': { schema: S.BatchResponse } },
+    },
+    ...errorResponses,
+  },
+});
+
+const v2Params = z.object({ name: z.string(), version: z.string().optional() });
+const v2InferRoute = (path: string) =>
+  createRoute({
+    method: 'post',
+    path,
+    summary: 'Open Inference Protocol v2 inference',
+    request: { params: v2Params, ...jsonBody(S.V2InferRequest) },
+    responses: {
+      200: { description: 'Output tensors', content: { 'application/json': { schema: S.V2InferResponse } } },
+      400: { description: 'Invalid request', content: { 'application/json': { schema: S.V2Error } } },
+    },
+  });
+
+export function createApp(deps: AppDeps, config: AppConfig) {
+  const { registry, predictor, metrics } = deps;
+  const app = new OpenAPIHono({
+    defaultHook: (result) => {
+      if (!result.success) {
+        const issue = result.error.issues[0]!;
+        const field = fieldName(issue.path);
+        throw new ServeError('ERR_VALIDATION', field ? `${field}: ${issue.message}` : issue.message, {
+          field: field || undefined,
+        });
+      }
+    },
+  });
+
+  app.use('*', async function recordRequest(c, next) {
+    const started = performance.now();
+    await next();
+    const route =
+      c.res.status === 404 && c.get('errorCode' as never) === 'ERR_NOT_FOUND'
+        ? 'unmatched'
+        : routePath(c, -1);
+    metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
+  });
+
+  app.on('POST', '*', async function requireJson(c, next) {
+    const type = c.req.header('content-type');
+    if (!type || !JSON_TYPE.test(type)) {
+      throw new ServeError(
+        'ERR_CONTENT_TYPE',
+        `Content-Type must be application/json, got ${type ?? 'none'}`,
+        { field: 'content-type' },
+      );
+    }
+    await next();
+  });
+  app.on(
+    'POST',
+    '*',
+    bodyLimit({
+      maxSize: config.maxBodyBytes,
+      onError: () => {
+        throw new ServeError('ERR_BODY_TOO_LARGE', `body is over ${config.maxBodyBytes} bytes`, {
+          field: 'body',
+        });
+      },
+    }),
+  );
+
+  app.onError((err, c) => {
+    let e: ServeError;
+    if (err instanceof ServeError) e = err;
+    else if (err instanceof HTTPException && err.status === 400)
+      e = new ServeError('ERR_BAD_JSON', `malformed JSON body: ${err.message}`, { field: 'body' });
+    else if (err instanceof HTTPException && err.status === 413)
+      e = new ServeError('ERR_BODY_TOO_LARGE', err.message, { field: 'body' });
+    else {
+      console.error('unexpected error', err);
+      e = new ServeError('ERR_INTERNAL', 'internal error');
+    }
+    metrics.error(e.code);
+    c.set('errorCode' as never, e.code as never);
+    if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
+    const status = e.status as 400;
+    if (c.req.path.startsWith('/v2')) return c.json({ error: e.message }, status);
+    return c.json(
+      { error: { code: e.code, message: e.message, ...(e.field ? { field: e.field } : {}) } },
+      status,
+    );
+  });
+
+  app.notFound((c) => {
+    c.set('errorCode' as never, 'ERR_NOT_FOUND' as never);
+    metrics.error('ERR_NOT_FOUND');
+    const message = `no route ${c.req.method} ${c.req.path}`;
+    if (c.req.path.startsWith('/v2')) return c.json({ error: message }, 404);
+    return c.json({ error: { code: 'ERR_NOT_FOUND' satisfies ErrorCode, message } }, 404);
+  });
+
+  const requestId = (c: Context, fromBody: string | undefined) => {
+    const id = fromBody ?? c.req.header('x-request-id') ?? crypto.randomUUID();
+    c.header('X-Request-Id', id);
+    return id;
+  };
+
+  const predictRows = async (
+    entry: ModelEntry,
+    rows: readonly unknown[],
+    fieldOf: (r: number) => string,
+  ): Promise<RowPrediction[]> => {
+    const spec = requireTabular(entry);
+    if (rows.length === 0)
+      throw invalid('ERR_VALIDATION', fieldOf(0).replace(/\[0\]$/, ''), 'at least one row is required');
+    if (rows.length > config.maxRowsPerRequest) {
+      throw invalid(
+        'ERR_TOO_MANY_ROWS',
+        fieldOf(0).replace(/\[0\]$/, ''),
+        `${rows.length} rows; at most ${config.maxRowsPerRequest} per request`,
+      );
+    }
+    const tensor = rowsToTensor(spec, rows, fieldOf);
+    const outputs = await predictor.infer(entry, { [spec.input]: tensor }, rows.length);
+    metrics.rows(entry.name, entry.version, rows.length);
+    return toRowPredictions(entry, outputs, rows.length);
+  };
+
+  app.openapi(predictRoute, async (c) => {
+    const started = performance.now();
+    const body = c.req.valid('json');
+    const id = requestId(c, body.request_id);
+    const entry = registry.resolve(body.model, body.version);
+    const { features } = body;
+    if (features === undefined) throw invalid('ERR_VALIDATION', 'features', 'features is required');
+    const several = Array.isArray(features) && Array.isArray(features[0]);
+    const meta = { request_id: id, model: entry.name, model_version: entry.version };
+    if (several) {
+      const predictions = await predictRows(entry, features, (r) => `features[${r}]`);
+      return c.json(
+        {
+          ...meta,
+          predictions,
+          latency_ms: round3(performance.now() - started),
+          cached: false,
+          timestamp: new Date().toISOString(),
+        },
+        200,
+      );
+    }
+    const [one] = await predictRows(entry, [features], () => 'features');
+    return c.json(
+      {
+        ...meta,
+        ...one!,
+        latency_ms: round3(performance.now() - started),
+        cached: false,
+        timestamp: new Date().toISOString(),
+      },
+      200,
+    );
+  });
+
+  app.openapi(batchRoute, async (c) => {
+    const started = performance.now();
+    const body = c.req.valid('json');
+    const id = requestId(c, body.request_id);
+    const entry = registry.resolve(body.model, body.version);
+    let predictions: RowPrediction[];
+    if (body.requests && body.instances)
+      throw invalid('ERR_VALIDATION', 'instances', 'send either requests or instances, not both');
+    if (body.requests) {
+      const rows = body.requests.map((r, i) => {
+        if (r.features === undefined)
+          throw invalid('ERR_VALIDATION', `requests[${i}].features`, `requests[${i}].features is required`);
+        return r.features;
+      });
+      predictions = await predictRows(entry, rows, (r) => `requests[${r}].features`);
+    } else if (body.instances) {
+      predictions = await predictRows(entry, body.instances, (r) => `instances[${r}]`);
+    } else {
+      throw invalid('ERR_VALIDATION', 'requests', 'requests (or instances) is required');
+    }
+    return c.json(
+      {
+        request_id: id,
+        model: entry.name,
+        model_version: entry.version,
+        count: predictions.length,
+        predictions,
+        latency_ms: round3(performance.now() - started),
+        cached: false,
+        timestamp: new Date().toISOString(),
+      },
+      200,
+    );
+  });
+
+  for (const path of ['/v2/models/{name}/infer', '/v2/models/{name}/versions/{version}/infer']) {
+    app.openapi(v2InferRoute(path), async (c) => {
+      const { name, version } = c.req.valid('param');
+      const body = c.req.valid('json');
+      const entry = registry.resolve(name, version);
+      const outputNames = selectV2Outputs(entry, body.outputs);
+      const { tensors, rows } = decodeV2Inputs(entry, body.inputs);
+      if (entry.batchable && rows > config.maxRowsPerRequest) {
+        throw invalid(
+          'ERR_TOO_MANY_ROWS',
+          'inputs',
+          `${rows} rows; at most ${config.maxRowsPerRequest} per request`,
+        );
+      }
+      const outputs = await predictor.infer(entry, tensors, rows);
+      metrics.rows(entry.name, entry.version, rows);
+      return c.json(
+        {
+          model_name: entry.name,
+          model_version: entry.version,
+          ...(body.id !== undefined ? { id: body.id } : {}),
+          outputs: outputNames.map((n) => encodeV2Output(n, outputs[n]!)),
+        },
+        200,
+      );
+    });
+  }
+
+  // ---- metadata, health, metrics -------------------------------------------------------------------
+  const describeVersion = (e: ModelEntry) => ({
+    version: e.version,
+    sha256: e.sha256,
+    inputs: e.signature.inputs,
+    outputs: e.signature.outputs,
+    feature_names: e.tabular?.featureNames ?? null,
+    feature_count: e.tabular?.features ?? null,
+    class_labels: e.classLabels ?? null,
+    batchable: e.batchable,
+    load_seconds: Math.round(e.loadSeconds * 1e4) / 1e4,
+    description: e.metadata.description ?? null,
+    training: e.metadata.training ?? null,
+    metrics: e.metadata.metrics ?? null,
+    created: e.metadata.created ?? null,
+  });
+
+  const describeModel = (name: string) => {
+    const versions = registry.versions(name);
+    if (versions.length === 0) registry.resolve(name); // throws ERR_MODEL_NOT_FOUND
+    return { name, default_version: versions.at(-1)!.version, versions: versions.map(describeVersion) };
+  };
+
+  const v2Meta = (e: ModelEntry) => ({
+    name: e.name,
+    versions: registry.versions(e.name).map((v) => v.version),
+    platform: 'onnxruntime_onnx',
+    inputs: e.signature.inputs.map((t) => ({
+      name: t.name,
+      datatype: toV2Datatype(t.type!),
+      shape: t.shape.map((d) => (typeof d === 'number' ? d : -1)),
+    })),
+    outputs: e.signature.outputs.map((t) => ({
+      name: t.name,
+      datatype: toV2Datatype(t.type!),
+      shape: t.shape.map((d) => (typeof d === 'number' ? d : -1)),
+    })),
+  });
+
+  const notReady = () =>
+    new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down');
+
+  app.get('/', (c) =>
+    c.json({
+      name: 'onnx-serve',
+      version: config.serverVersion,
+      default_model: registry.defaultModel ?? null,
+      endpoints: [
+        '/predict',
+        '/predict/batch',
+        '/models',
+        '/health',
+        '/metrics',
+        '/v2',
+        '/docs',
+        '/openapi.json',
+      ],
+    }),
+  );
+  app.get('/health', async (c) => {
+    const ready = deps.isReady();
+    const dflt = registry.defaultModel ? registry.resolve() : undefined;
+    const body = {
+      status: ready ? 'healthy' : 'unavailable',
+      ready,
+      model_version: dflt?.version ?? null,
+      models: Object.fromEntries(
+        registry.names().map((n) => [n, registry.versions(n).map((e) => e.version)]),
+      ),
+      queued_rows: predictor.queuedRows(),
+      ...(deps.health ? await deps.health() : {}),
+      timestamp: new Date().toISOString(),
+    };
+    return c.json(body, ready ? 200 : 503);
+  });
+  app.get('/health/live', (c) => c.json({ status: 'live' }));
+  app.get('/health/ready', (c) => {
+    if (!deps.isReady()) throw notReady();
+    return c.json({ status: 'ready' });
+  });
+  app.get('/models', (c) =>
+    c.json({
+      default_model: registry.defaultModel ?? null,
+      models: registry.names().map((n) => {
+        const versions = registry.versions(n);
+        return {
+          name: n,
+          versions: versions.map((v) => v.version),
+          default_version: versions.at(-1)!.version,
+          description: versions.at(-1)!.metadata.description ?? null,
+        };
+      }),
+    }),
+  );
+  app.get('/models/:name', (c) => c.json(describeModel(c.req.param('name'))));
+  const seedModelInfo = (c: Context) => {
+    const e = registry.resolve(c.req.query('model'), c.req.query('version'));
+    return c.json({ name: e.name, ...describeVersion(e) });
+  };
+  app.get('/model/info', seedModelInfo);
+  app.get('/model-info', seedModelInfo);
+
+  app.get('/metrics', async (c) => {
+    const { contentType, body } = await metrics.render();
+    return c.body(body, 200, { 'Content-Type': contentType });
+  });
+
+  app.get('/v2', (c) => c.json({ name: 'onnx-serve', version: config.serverVersion, extensions: [] }));
+  app.get('/v2/health/live', (c) => c.json({ live: true }));
+  app.get('/v2/health/ready', (c) => {
+    if (!deps.isReady()) throw notReady();
+    return c.json({ ready: true });
+  });
+  app.get('/v2/models/:name', (c) => c.json(v2Meta(registry.resolve(c.req.param('name')))));
+  app.get('/v2/models/:name/versions/:version', (c) =>
+    c.json(v2Meta(registry.resolve(c.req.param('name'), c.req.param('version')))),
+  );
+  const modelReady = (c: Context) => {
+    registry.resolve(c.req.param('name'), c.req.param('version'));
+    if (!deps.isReady()) throw notReady();
+    return c.json({ name: c.req.param('name'), ready: true });
+  };
+  app.get('/v2/models/:name/ready', modelReady);
+  app.get('/v2/models/:name/versions/:version/ready', modelReady);
+
+  app.doc('/openapi.json', {
+    openapi: '3.0.3',
+    info: {
+      title: 'onnx-serve',
+      version: config.serverVersion,
+      description: 'ONNX model serving: seed-compatible /predict and Open Inference Protocol v2.',
+    },
+  });
+  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+
+  return app;
+}
+
+export { ERROR_STATUS };

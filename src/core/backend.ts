@@ -1,0 +1,47 @@
+import type { DType, Tensor } from './tensor.js';
+
+/** A dimension: a fixed size, or a symbolic / unknown one (any size). */
+export type Dim = number | string | null;
+
+export interface TensorInfo {
+  name: string;
+  /** Element type; `undefined` for a value that is not a tensor (sequence, map), which cannot be served. */
+  type: DType | undefined;
+  shape: Dim[];
+}
+
+export interface ModelSignature {
+  inputs: TensorInfo[];
+  outputs: TensorInfo[];
+}
+
+/** A model file handed to a backend. `id` is unique per name and version. */
+export interface ModelSource {
+  id: string;
+  /** Where the backend can read the file (Node backends). */
+  path?: string;
+  /** The file itself (backends with no file system). */
+  bytes?: Uint8Array;
+}
+
+export interface BackendStats {
+  /** Busy fraction of the execution threads, 0..1. */
+  utilization: number;
+  /** Batches waiting for a thread. */
+  queuedBatches: number;
+  liveWorkers: number;
+}
+
+/**
+ * The one interface every inference runtime implements: onnxruntime-node in-process, the Piscina pool that
+ * forwards to it, and onnxruntime-web on the edge. The HTTP layer sees only this.
+ */
+export interface InferenceBackend {
+  readonly name: string;
+  /** Create sessions for every model (warmed where shapes allow) and report what each takes and gives. */
+  load(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
+  /** Run one batch. Input tensors may be transferred (and so detached): do not use them afterwards. */
+  run(modelId: string, inputs: Record<string, Tensor>): Promise<Record<string, Tensor>>;
+  stats?(): BackendStats;
+  close(): Promise<void>;
+}

@@ -1,0 +1,65 @@
+/** Stable error codes, each with its HTTP status. */
+export const ERROR_STATUS = {
+  ERR_BAD_JSON: 400,
+  ERR_VALIDATION: 422,
+  ERR_CONTENT_TYPE: 415,
+  ERR_BODY_TOO_LARGE: 413,
+  ERR_TOO_MANY_ROWS: 413,
+  ERR_MODEL_NOT_FOUND: 404,
+  ERR_VERSION_NOT_FOUND: 404,
+  ERR_NOT_FOUND: 404,
+  ERR_FEATURE_MISSING: 422,
+  ERR_FEATURE_UNKNOWN: 422,
+  ERR_INPUT_TYPE: 422,
+  ERR_INPUT_VALUE: 422,
+  ERR_INPUT_SHAPE: 422,
+  ERR_OUTPUT_UNKNOWN: 422,
+  ERR_QUEUE_FULL: 503,
+  ERR_NOT_READY: 503,
+  ERR_SHUTTING_DOWN: 503,
+  ERR_INFERENCE: 500,
+  ERR_INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** The one error type of the server; `onError` turns it into a JSON response. */
+export class ServeError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly field: string | undefined;
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { field?: string; retryAfterSeconds?: number; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = 'ServeError';
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.field = opts.field;
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+  }
+}
+
+export const invalid = (code: ErrorCode, field: string, message: string) =>
+  new ServeError(code, message, { field });
+
+export const queueFull = (model: string, queuedRows: number) =>
+  new ServeError(
+    'ERR_QUEUE_FULL',
+    `model ${model} has ${queuedRows} rows queued, the most it takes; retry shortly`,
+    {
+      retryAfterSeconds: 1,
+    },
+  );
+
+export const modelNotFound = (name: string) =>
+  new ServeError('ERR_MODEL_NOT_FOUND', `model '${name}' is not loaded`, { field: 'model' });
+
+export const versionNotFound = (name: string, version: string) =>
+  new ServeError('ERR_VERSION_NOT_FOUND', `model '${name}' has no loaded version '${version}'`, {
+    field: 'version',
+  });

@@ -1,0 +1,45 @@
+import type { InferenceBackend } from './backend.js';
+import { type BatcherOptions, type BatchReport, MicroBatcher } from './batcher.js';
+import type { ModelEntry } from './registry.js';
+import type { Tensor } from './tensor.js';
+
+export interface Predictor {
+  /** Run rows through a model: batched with other requests where the model allows it. */
+  infer(entry: ModelEntry, inputs: Record<string, Tensor>, rows: number): Promise<Record<string, Tensor>>;
+  /** Rows waiting in every batcher. */
+  queuedRows(): number;
+}
+
+export interface PredictorOptions {
+  backend: InferenceBackend;
+  batching: BatcherOptions;
+  onBatch?: (entry: ModelEntry, report: BatchReport) => void;
+}
+
+export function createPredictor({ backend, batching, onBatch }: PredictorOptions): Predictor {
+  const batchers = new Map<string, MicroBatcher>();
+  const batcherFor = (entry: ModelEntry) => {
+    let b = batchers.get(entry.id);
+    if (!b) {
+      b = new MicroBatcher(
+        entry.id,
+        (inputs) => backend.run(entry.id, inputs),
+        batching,
+        (r) => onBatch?.(entry, r),
+      );
+      batchers.set(entry.id, b);
+    }
+    return b;
+  };
+  return {
+    infer(entry, inputs, rows) {
+      if (!entry.batchable) return backend.run(entry.id, inputs);
+      return batcherFor(entry).submit(inputs, rows);
+    },
+    queuedRows() {
+      let n = 0;
+      for (const b of batchers.values()) n += b.queuedRows;
+      return n;
+    },
+  };
+}

@@ -1,0 +1,143 @@
+/** Open Inference Protocol v2 (KServe / Triton) JSON tensors ↔ server tensors. */
+import { invalid, ServeError } from './errors.js';
+import { checkValue } from './features.js';
+import type { ModelEntry } from './registry.js';
+import { allocate, elementCount, fromV2Datatype, type Tensor, toV2Datatype } from './tensor.js';
+
+export interface V2InputTensor {
+  name: string;
+  shape: number[];
+  datatype: string;
+  data: unknown[];
+}
+
+export interface V2OutputTensor {
+  name: string;
+  datatype: string;
+  shape: number[];
+  data: (number | boolean)[];
+}
+
+function flatten(data: unknown[], out: unknown[]): unknown[] {
+  for (const v of data) {
+    if (Array.isArray(v)) flatten(v, out);
+    else out.push(v);
+  }
+  return out;
+}
+
+/** Check request tensors against the model's signature; return them as tensors and their row count. */
+export function decodeV2Inputs(
+  entry: ModelEntry,
+  inputs: readonly V2InputTensor[],
+): { tensors: Record<string, Tensor>; rows: number } {
+  const tensors: Record<string, Tensor> = {};
+  let rows = -1;
+  inputs.forEach((input, k) => {
+    const field = `inputs[${k}]`;
+    const spec = entry.signature.inputs.find((i) => i.name === input.name);
+    if (!spec) {
+      const names = entry.signature.inputs.map((i) => i.name).join(', ');
+      throw invalid(
+        'ERR_INPUT_SHAPE',
+        `${field}.name`,
+        `model ${entry.name} has no input '${input.name}' (inputs: ${names})`,
+      );
+    }
+    if (tensors[input.name])
+      throw invalid('ERR_INPUT_SHAPE', `${field}.name`, `input '${input.name}' is given twice`);
+    const type = fromV2Datatype(input.datatype);
+    if (type === undefined || type !== spec.type) {
+      throw invalid(
+        'ERR_INPUT_TYPE',
+        `${field}.datatype`,
+        `input '${input.name}' takes ${toV2Datatype(spec.type!)}, got ${input.datatype}`,
+      );
+    }
+    if (input.shape.length !== spec.shape.length) {
+      throw invalid(
+        'ERR_INPUT_SHAPE',
+        `${field}.shape`,
+        `input '${input.name}' has rank ${spec.shape.length}, got shape [${input.shape}]`,
+      );
+    }
+    input.shape.forEach((d, j) => {
+      const want = spec.shape[j];
+      if (typeof want === 'number' && want >= 0 && want !== d) {
+        throw invalid(
+          'ERR_INPUT_SHAPE',
+          `${field}.shape`,
+          `input '${input.name}' dimension ${j} must be ${want}, got ${d}`,
+        );
+      }
+    });
+    const values = flatten(input.data, []);
+    const count = elementCount(input.shape);
+    if (values.length !== count) {
+      throw invalid(
+        'ERR_INPUT_SHAPE',
+        `${field}.data`,
+        `shape [${input.shape}] holds ${count} values, data has ${values.length}`,
+      );
+    }
+    const data = allocate(type, count);
+    if (type === 'bool') {
+      values.forEach((v, i) => {
+        if (typeof v !== 'boolean')
+          throw invalid('ERR_INPUT_TYPE', `${field}.data[${i}]`, `${field}.data[${i}] must be a boolean`);
+        data[i] = v ? 1 : 0;
+      });
+    } else if (type === 'int64') {
+      values.forEach((v, i) => {
+        (data as BigInt64Array)[i] = BigInt(checkValue(v, type, `${field}.data[${i}]`));
+      });
+    } else {
+      values.forEach((v, i) => {
+        (data as Float32Array)[i] = checkValue(v, type, `${field}.data[${i}]`);
+      });
+    }
+    tensors[input.name] = { type, dims: [...input.shape], data };
+    if (entry.batchable) {
+      if (rows >= 0 && input.shape[0] !== rows) {
+        throw invalid(
+          'ERR_INPUT_SHAPE',
+          `${field}.shape`,
+          `every input must have the same batch size (${rows})`,
+        );
+      }
+      rows = input.shape[0]!;
+    }
+  });
+  const absent = entry.signature.inputs.find((i) => !tensors[i.name]);
+  if (absent) throw invalid('ERR_INPUT_SHAPE', 'inputs', `input '${absent.name}' is missing`);
+  return { tensors, rows: Math.max(rows, 1) };
+}
+
+/** Which outputs to return: those asked for, or all. */
+export function selectV2Outputs(
+  entry: ModelEntry,
+  wanted: readonly { name: string }[] | undefined,
+): string[] {
+  const all = entry.signature.outputs.map((o) => o.name);
+  if (!wanted || wanted.length === 0) return all;
+  return wanted.map((w, k) => {
+    if (!all.includes(w.name)) {
+      throw new ServeError(
+        'ERR_OUTPUT_UNKNOWN',
+        `model ${entry.name} has no output '${w.name}' (outputs: ${all.join(', ')})`,
+        {
+          field: `outputs[${k}].name`,
+        },
+      );
+    }
+    return w.name;
+  });
+}
+
+export function encodeV2Output(name: string, t: Tensor): V2OutputTensor {
+  let data: (number | boolean)[];
+  if (t.type === 'bool') data = Array.from(t.data as Uint8Array, (v) => v !== 0);
+  else if (t.type === 'int64') data = Array.from(t.data as BigInt64Array, Number);
+  else data = Array.from(t.data as Float32Array);
+  return { name, datatype: toV2Datatype(t.type), shape: t.dims, data };
+}

@@ -1,0 +1,74 @@
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+/** The shipped models, relative to this file in src/node or dist/src/node. */
+function shippedModelsDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return here.includes(`${join('dist', 'src')}`)
+    ? resolve(here, '../../../models')
+    : resolve(here, '../../models');
+}
+
+const int = (min: number) => z.coerce.number().int().min(min);
+
+const EnvSchema = z.object({
+  PORT: int(0).max(65535).default(8000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  MODELS_DIR: z.string().min(1).optional(),
+  DEFAULT_MODEL: z.string().min(1).optional(),
+  POOL_SIZE: int(1).max(256).default(availableParallelism()),
+  INTRA_OP_THREADS: int(1).max(64).default(1),
+  BATCH_MAX_ROWS: int(1).default(512),
+  BATCH_MAX_DELAY_MS: z.coerce.number().min(0).max(1000).default(1),
+  BATCH_MAX_QUEUED_ROWS: int(1).default(20_000),
+  BATCH_MAX_IN_FLIGHT: int(1).optional(),
+  MAX_BODY_BYTES: int(1024).default(4 * 1024 * 1024),
+  MAX_ROWS_PER_REQUEST: int(1).default(10_000),
+  SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
+});
+
+export interface ServerConfig {
+  port: number;
+  host: string;
+  modelsDir: string;
+  defaultModel: string | undefined;
+  poolSize: number;
+  intraOpNumThreads: number;
+  batching: { maxBatchRows: number; maxQueueDelayMs: number; maxQueuedRows: number; maxInFlight: number };
+  maxBodyBytes: number;
+  maxRowsPerRequest: number;
+  shutdownTimeoutMs: number;
+}
+
+/** Read and check the environment once; an invalid value stops start-up with the variable's name. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): ServerConfig {
+  const blank = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(blank);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map(
+      (i) => `${i.path.join('.')}=${JSON.stringify(env[String(i.path[0])])}: ${i.message}`,
+    );
+    throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  const e = parsed.data;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    modelsDir: e.MODELS_DIR ? resolve(e.MODELS_DIR) : shippedModelsDir(),
+    // The shipped models answer seed clients (which name no model) with the churn classifier.
+    defaultModel: e.DEFAULT_MODEL ?? (e.MODELS_DIR ? undefined : 'churn'),
+    poolSize: e.POOL_SIZE,
+    intraOpNumThreads: e.INTRA_OP_THREADS,
+    batching: {
+      maxBatchRows: e.BATCH_MAX_ROWS,
+      maxQueueDelayMs: e.BATCH_MAX_DELAY_MS,
+      maxQueuedRows: e.BATCH_MAX_QUEUED_ROWS,
+      maxInFlight: e.BATCH_MAX_IN_FLIGHT ?? e.POOL_SIZE,
+    },
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    maxRowsPerRequest: e.MAX_ROWS_PER_REQUEST,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+  };
+}

@@ -1,0 +1,101 @@
+import * as ort from 'onnxruntime-node';
+import type { Dim, InferenceBackend, ModelSignature, ModelSource, TensorInfo } from '../core/backend.js';
+import { allocate, type DType, isDType, type Tensor } from '../core/tensor.js';
+
+export interface OrtBackendOptions {
+  /** Threads one session may use for one run. 1 = no oversubscription when several workers share the cores. */
+  intraOpNumThreads?: number;
+  /** Run every model once on zeros after loading, so the first request pays no first-run cost. */
+  warmup?: boolean;
+}
+
+function toInfo(meta: ort.InferenceSession.ValueMetadata): TensorInfo {
+  if (!meta.isTensor) return { name: meta.name, type: undefined, shape: [] };
+  const shape: Dim[] = meta.shape.map((d) =>
+    typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && d ? d : null,
+  );
+  return { name: meta.name, type: isDType(meta.type) ? meta.type : undefined, shape };
+}
+
+function signatureOf(session: ort.InferenceSession): ModelSignature {
+  return { inputs: session.inputMetadata.map(toInfo), outputs: session.outputMetadata.map(toInfo) };
+}
+
+function warmupFeeds(sig: ModelSignature): Record<string, ort.Tensor> | undefined {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const input of sig.inputs) {
+    if (!input.type) return undefined;
+    const dims = input.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : Number.NaN));
+    if (dims.some(Number.isNaN)) return undefined;
+    feeds[input.name] = new ort.Tensor(
+      input.type,
+      allocate(
+        input.type,
+        dims.reduce((a, b) => a * b, 1),
+      ),
+      dims,
+    );
+  }
+  return feeds;
+}
+
+/** onnxruntime-node in the calling thread. The pool's workers each hold one; tests use it as the reference. */
+export function createOrtBackend(options: OrtBackendOptions = {}): InferenceBackend {
+  const sessions = new Map<string, ort.InferenceSession>();
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: options.intraOpNumThreads ?? 1,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+  };
+  return {
+    name: 'onnxruntime-node',
+    async load(models: readonly ModelSource[]) {
+      const signatures = new Map<string, ModelSignature>();
+      for (const m of models) {
+        const source = m.path ?? m.bytes;
+        if (source === undefined) throw new Error(`model ${m.id}: neither path nor bytes given`);
+        const session =
+          typeof source === 'string'
+            ? await ort.InferenceSession.create(source, sessionOptions)
+            : await ort.InferenceSession.create(source, sessionOptions);
+        const sig = signatureOf(session);
+        if (options.warmup !== false) {
+          const feeds = warmupFeeds(sig);
+          if (feeds) await session.run(feeds);
+        }
+        await sessions.get(m.id)?.release();
+        sessions.set(m.id, session);
+        signatures.set(m.id, sig);
+      }
+      return signatures;
+    },
+    async run(modelId: string, inputs: Record<string, Tensor>) {
+      const session = sessions.get(modelId);
+      if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const [name, t] of Object.entries(inputs)) {
+        feeds[name] =
+          t.type === 'bool'
+            ? new ort.Tensor('bool', t.data as Uint8Array, t.dims)
+            : new ort.Tensor(t.type, t.data as Float32Array, t.dims);
+      }
+      const results = await session.run(feeds);
+      const out: Record<string, Tensor> = {};
+      for (const [name, value] of Object.entries(results)) {
+        const tensor = value as ort.Tensor;
+        out[name] = {
+          type: tensor.type as DType,
+          dims: [...tensor.dims],
+          data: tensor.data as Tensor['data'],
+        };
+      }
+      return out;
+    },
+    async close() {
+      for (const s of sessions.values()) await s.release();
+      sessions.clear();
+    },
+  };
+}

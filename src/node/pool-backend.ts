@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import {
+  type DescribeResult,
+  type RunResult,
+  transferListOf,
+  type WorkerInit,
+  type WorkerTask,
+} from '../../workers/protocol.js';
+import type { BackendStats, InferenceBackend, ModelSignature, ModelSource } from '../core/backend.js';
+import type { Tensor } from '../core/tensor.js';
+
+export interface PoolBackendOptions {
+  /** Worker threads, each with its own sessions. */
+  size: number;
+  intraOpNumThreads?: number;
+  warmup?: boolean;
+  /** The worker script; defaults to the compiled workers/onnx-worker.js. */
+  workerFile?: string;
+  /** Most ms to wait for every worker to load its models. */
+  startTimeoutMs?: number;
+}
+
+/** The compiled worker, whether this module runs compiled (dist/) or from source under a test runner. */
+function defaultWorkerFile(): string {
+  const here = import.meta.url;
+  const compiled = here.endsWith('.ts')
+    ? new URL('../../dist/workers/onnx-worker.js', here)
+    : new URL('../../workers/onnx-worker.js', here);
+  const file = fileURLToPath(compiled);
+  if (!existsSync(file)) throw new Error(`worker script ${file} is missing: run npm run build`);
+  return file;
+}
+
+/**
+ * Forwards batches to a Piscina pool of worker threads, each holding onnxruntime-node sessions. The main
+ * thread never runs a model. A worker that dies is replaced by Piscina; only its in-flight batch fails.
+ */
+export function createPoolBackend(options: PoolBackendOptions): InferenceBackend & { stats(): BackendStats } {
+  if (!Number.isInteger(options.size) || options.size < 1)
+    throw new Error('options.size must be a positive integer');
+  let pool: Piscina<WorkerTask, DescribeResult | RunResult> | undefined;
+
+  return {
+    name: 'onnxruntime-node (piscina pool)',
+
+    async load(models: readonly ModelSource[]) {
+      if (pool)
+        throw new Error('the pool backend loads its models once; create a new backend to change them');
+      const workerData: WorkerInit = {
+        models: models.map((m) => ({ id: m.id, ...(m.path ? { path: m.path } : { bytes: m.bytes }) })),
+        intraOpNumThreads: options.intraOpNumThreads ?? 1,
+        warmup: options.warmup ?? true,
+      };
+      const p = new Piscina<WorkerTask, DescribeResult | RunResult>({
+        filename: options.workerFile ?? defaultWorkerFile(),
+        minThreads: options.size,
+        maxThreads: options.size,
+        idleTimeout: Number.MAX_SAFE_INTEGER,
+        workerData,
+      });
+      pool = p;
+      // `workerCreate` fires when a worker has run its start-up (sessions created and warmed) and is ready.
+      await new Promise<void>((resolve, reject) => {
+        let ready = 0;
+        const timer = setTimeout(
+          () => reject(new Error(`workers not ready after ${options.startTimeoutMs ?? 120_000} ms`)),
+          options.startTimeoutMs ?? 120_000,
+        );
+        const onCreate = () => {
+          if (++ready >= options.size) done();
+        };
+        const onError = (err: unknown) => {
+          done();
+          reject(err);
+        };
+        const done = () => {
+          clearTimeout(timer);
+          p.off('workerCreate', onCreate);
+          p.off('error', onError);
+          resolve();
+        };
+        p.on('workerCreate', onCreate);
+        p.on('error', onError);
+      }).catch(async (err) => {
+        await p.destroy();
+        pool = undefined;
+        throw err;
+      });
+      p.on('error', (err) =>
+        console.error(JSON.stringify({ level: 'error', msg: 'worker error', error: String(err) })),
+      );
+      const described = (await p.run({ op: 'describe' })) as DescribeResult;
+      return new Map<string, ModelSignature>(Object.entries(described));
+    },
+
+    async run(modelId: string, inputs: Record<string, Tensor>) {
+      if (!pool) throw new Error('the pool backend has no models loaded');
+      return (await pool.run(
+        { op: 'run', modelId, inputs },
+        { transferList: transferListOf(inputs) },
+      )) as RunResult;
+    },
+
+    stats() {
+      return {
+        utilization: pool?.utilization ?? 0,
+        queuedBatches: pool?.queueSize ?? 0,
+        liveWorkers: pool?.threads.length ?? 0,
+      };
+    },
+
+    async close() {
+      const p = pool;
+      pool = undefined;
+      await p?.close();
+    },
+  };
+}

@@ -1,0 +1,27 @@
+/**
+ * Piscina worker: one onnxruntime-node session per model, created (and warmed) before the worker reports
+ * ready, so the pool never hands a task to a worker that is still loading.
+ */
+import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
+import { createOrtBackend } from '../src/node/ort-backend.js';
+import {
+  type DescribeResult,
+  type RunResult,
+  transferListOf,
+  type WorkerInit,
+  type WorkerTask,
+} from './protocol.js';
+
+const init = workerData as WorkerInit;
+const backend = createOrtBackend({ intraOpNumThreads: init.intraOpNumThreads, warmup: init.warmup });
+const signatures = Object.fromEntries(await backend.load(init.models)) as DescribeResult;
+
+function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
+  return move({ [transferableSymbol]: transfer, [valueSymbol]: value } as unknown as ArrayBuffer);
+}
+
+export default async function handle(task: WorkerTask): Promise<DescribeResult | RunResult> {
+  if (task.op === 'describe') return signatures;
+  const outputs = await backend.run(task.modelId, task.inputs);
+  return withTransfer(outputs, transferListOf(outputs)) as unknown as RunResult;
+}

@@ -1,0 +1,28 @@
+/**
+ * The one place that says what crosses between the main thread and the inference workers. Tensors travel
+ * as typed arrays whose buffers are transferred, never copied.
+ */
+import type { ModelSignature, ModelSource } from '../src/core/backend.js';
+import type { Tensor } from '../src/core/tensor.js';
+
+/** Given to every worker at start (Piscina `workerData`). */
+export interface WorkerInit {
+  models: ModelSource[];
+  intraOpNumThreads: number;
+  warmup: boolean;
+}
+
+export type WorkerTask = { op: 'describe' } | { op: 'run'; modelId: string; inputs: Record<string, Tensor> };
+
+export type DescribeResult = Record<string, ModelSignature>;
+export type RunResult = Record<string, Tensor>;
+
+/** The buffers to transfer with a set of tensors. A buffer shared by several tensors goes once. */
+export function transferListOf(tensors: Record<string, Tensor>): ArrayBuffer[] {
+  const seen = new Set<ArrayBuffer>();
+  for (const t of Object.values(tensors)) {
+    const buf = t.data.buffer;
+    if (buf instanceof ArrayBuffer && buf.byteLength > 0) seen.add(buf);
+  }
+  return [...seen];
+}
