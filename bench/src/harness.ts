@@ -1,0 +1,159 @@
+/** Start servers as child processes, load them with autocannon, and read their CPU and memory. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import autocannon from 'autocannon';
+
+export interface Proc {
+  name: string;
+  child: ChildProcess;
+  url: string;
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function startProcess(opts: {
+  name: string;
+  cmd: string;
+  args: string[];
+  env?: Record<string, string>;
+  url: string;
+  readyPath: string;
+  cwd?: string;
+  timeoutMs?: number;
+}): Promise<Proc> {
+  const child = spawn(opts.cmd, opts.args, {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${opts.name} exited (${child.exitCode}):\n${output}`);
+    try {
+      const res = await fetch(opts.url + opts.readyPath);
+      if (res.ok) break;
+    } catch {}
+    if (Date.now() > deadline)
+      throw new Error(`${opts.name} not ready at ${opts.url}${opts.readyPath}:\n${output}`);
+    await sleep(100);
+  }
+  return {
+    name: opts.name,
+    child,
+    url: opts.url,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      try {
+        process.kill(-child.pid!, 'SIGTERM');
+      } catch {}
+      await Promise.race([exited, sleep(15_000)]);
+      if (child.exitCode === null) {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {}
+      }
+    },
+  };
+}
+
+/** CPU seconds (user + system) used so far by a process and its threads. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** All pids of a process group (a server and the workers it forked, such as uvicorn's). */
+export function groupPids(pgid: number): number[] {
+  const out = [pgid];
+  try {
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      if (Number(stat[2]) === pgid && Number(d) !== pgid) out.push(Number(d));
+    }
+  } catch {}
+  return out;
+}
+
+export function rssMiB(pids: number[]): number {
+  let kb = 0;
+  for (const pid of pids) {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+    } catch {}
+  }
+  return Math.round(kb / 102.4) / 10;
+}
+
+export interface LoadResult {
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  errors: number;
+  non2xx: number;
+  requests: number;
+  serverCpu: number;
+  loadgenCpu: number;
+  serverRssMiB: number;
+}
+
+export async function load(opts: {
+  url: string;
+  path: string;
+  connections: number;
+  seconds: number;
+  body: () => string;
+  serverPids: number[];
+}): Promise<LoadResult> {
+  const cpu0 = opts.serverPids.reduce((s, p) => s + cpuSeconds(p), 0);
+  const self0 = process.cpuUsage();
+  const started = performance.now();
+  const result = await autocannon({
+    url: opts.url + opts.path,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    connections: opts.connections,
+    duration: opts.seconds,
+    requests: [
+      {
+        setupRequest: (req: Record<string, unknown>) => {
+          req.body = opts.body();
+          return req;
+        },
+      },
+    ],
+  } as autocannon.Options);
+  const wall = (performance.now() - started) / 1000;
+  const cpu1 = opts.serverPids.reduce((s, p) => s + cpuSeconds(p), 0);
+  const self = process.cpuUsage(self0);
+  return {
+    rps: Math.round(result.requests.average),
+    p50: result.latency.p50,
+    p90: result.latency.p90,
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+    requests: result.requests.total,
+    serverCpu: Math.round(((cpu1 - cpu0) / wall) * 100) / 100,
+    loadgenCpu: Math.round(((self.user + self.system) / 1e6 / wall) * 100) / 100,
+    serverRssMiB: rssMiB(opts.serverPids),
+  };
+}
+
+export const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
