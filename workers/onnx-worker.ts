@@ -2,6 +2,7 @@
  * Piscina worker: one onnxruntime-node session per model, created (and warmed) before the worker reports
  * ready, so the pool never hands a task to a worker that is still loading.
  */
+import { parentPort, threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { createOrtBackend } from '../src/node/ort-backend.js';
 import {
@@ -9,12 +10,14 @@ import {
   type RunResult,
   transferListOf,
   type WorkerInit,
+  type WorkerReadyMessage,
   type WorkerTask,
 } from './protocol.js';
 
 const init = workerData as WorkerInit;
 const backend = createOrtBackend({ intraOpNumThreads: init.intraOpNumThreads, warmup: init.warmup });
 const signatures = Object.fromEntries(await backend.load(init.models)) as DescribeResult;
+parentPort?.postMessage({ type: 'onnx-worker-ready', threadId } satisfies WorkerReadyMessage);
 
 function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
   return move({ [transferableSymbol]: transfer, [valueSymbol]: value } as unknown as ArrayBuffer);

@@ -14,6 +14,15 @@ export interface WorkerInit {
 
 export type WorkerTask = { op: 'describe' } | { op: 'run'; modelId: string; inputs: Record<string, Tensor> };
 
+/** Posted by a worker once its sessions are created and warmed: the pool counts these to know it is ready. */
+export interface WorkerReadyMessage {
+  type: 'onnx-worker-ready';
+  threadId: number;
+}
+
+export const isWorkerReady = (m: unknown): m is WorkerReadyMessage =>
+  typeof m === 'object' && m !== null && (m as WorkerReadyMessage).type === 'onnx-worker-ready';
+
 export type DescribeResult = Record<string, ModelSignature>;
 export type RunResult = Record<string, Tensor>;
 

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import {
   type DescribeResult,
+  isWorkerReady,
   type RunResult,
   transferListOf,
   type WorkerInit,
@@ -61,27 +62,30 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         workerData,
       });
       pool = p;
-      // `workerCreate` fires when a worker has run its start-up (sessions created and warmed) and is ready.
+      // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
+      // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
       await new Promise<void>((resolve, reject) => {
         let ready = 0;
-        const timer = setTimeout(
-          () => reject(new Error(`workers not ready after ${options.startTimeoutMs ?? 120_000} ms`)),
-          options.startTimeoutMs ?? 120_000,
-        );
-        const onCreate = () => {
-          if (++ready >= options.size) done();
-        };
-        const onError = (err: unknown) => {
-          done();
-          reject(err);
-        };
-        const done = () => {
+        const timeoutMs = options.startTimeoutMs ?? 120_000;
+        const cleanup = () => {
           clearTimeout(timer);
-          p.off('workerCreate', onCreate);
+          p.off('message', onMessage);
           p.off('error', onError);
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`workers not ready after ${timeoutMs} ms`));
+        }, timeoutMs);
+        const onMessage = (m: unknown) => {
+          if (!isWorkerReady(m) || ++ready < options.size) return;
+          cleanup();
           resolve();
         };
-        p.on('workerCreate', onCreate);
+        const onError = (err: unknown) => {
+          cleanup();
+          reject(err);
+        };
+        p.on('message', onMessage);
         p.on('error', onError);
       }).catch(async (err) => {
         await p.destroy();

@@ -112,6 +112,9 @@ export function networkFromOnnx(bytes: Uint8Array): Network {
   return { layers };
 }
 
+/** Copy raw little-endian bytes out (protobufjs may hand back a Buffer that views a shared pool). */
 function toFloats(raw: Uint8Array): Float32Array {
-  return new Float32Array(raw.slice().buffer);
+  const own = new Uint8Array(raw.byteLength);
+  own.set(raw);
+  return new Float32Array(own.buffer);
 }

@@ -1,0 +1,52 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MODELS_DIR } from '../../test/reference.js';
+import { createPoolBackend } from './pool-backend.js';
+
+const row = (first: number) => ({
+  float_input: {
+    type: 'float32' as const,
+    dims: [1, 7],
+    data: Float32Array.from([first, 50, 600, 12, 2, 1, 3]),
+  },
+});
+
+describe('pool backend', () => {
+  it('replaces a worker that dies; only the batch it was running fails', async () => {
+    const backend = createPoolBackend({
+      size: 2,
+      workerFile: join(import.meta.dirname, '../../test/fixtures/crashing-worker.mjs'),
+    });
+    await backend.load([{ id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') }]);
+    expect(backend.stats().liveWorkers).toBe(2);
+    const results = await Promise.allSettled([
+      backend.run('churn@1', row(-999)),
+      backend.run('churn@1', row(10)),
+      backend.run('churn@1', row(20)),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+    // The pool goes on serving, on a replacement worker.
+    for (let i = 0; i < 6; i++) {
+      const out = await backend.run('churn@1', row(i));
+      expect(out.probabilities!.dims).toEqual([1, 2]);
+    }
+    await expect.poll(() => backend.stats().liveWorkers).toBe(2);
+    await backend.close();
+  });
+
+  it('fails to load, naming the file, when a model cannot be read', async () => {
+    const backend = createPoolBackend({ size: 1 });
+    await expect(
+      backend.load([{ id: 'x@1', path: join(MODELS_DIR, 'missing/1/model.onnx') }]),
+    ).rejects.toThrow(/model\.onnx/);
+  });
+
+  it('transfers input buffers to the worker instead of copying them', async () => {
+    const backend = createPoolBackend({ size: 1 });
+    await backend.load([{ id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') }]);
+    const inputs = row(5);
+    await backend.run('churn@1', inputs);
+    expect(inputs.float_input.data.byteLength).toBe(0); // detached: the buffer moved
+    await backend.close();
+  });
+});
