@@ -58,7 +58,9 @@ export function runBackendContract(c: BackendCase) {
         const labels = out.label!.data as BigInt64Array;
         batch.forEach((row, r) => {
           const want = ref.proba(row);
-          want.forEach((p, k) => expect(probs[r * classes + k]).toBeCloseTo(p, 5));
+          want.forEach((p, k) => {
+            expect(probs[r * classes + k]).toBeCloseTo(p, 5);
+          });
           const got = Array.from(probs.subarray(r * classes, (r + 1) * classes));
           expect(Number(labels[r])).toBe(got.indexOf(Math.max(...got)));
         });
