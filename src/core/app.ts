@@ -186,6 +186,8 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     metrics.error(e.code);
     c.set('errorCode' as never, e.code as never);
     if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
+    // The rest of an oversized body was never read: the connection cannot carry another request.
+    if (e.code === 'ERR_BODY_TOO_LARGE') c.header('Connection', 'close');
     const status = e.status as 400;
     if (c.req.path.startsWith('/v2')) return c.json({ error: e.message }, status);
     return c.json(
@@ -211,18 +213,19 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     return header;
   };
 
+  /** `listField` names the list of rows (for errors about all of them), `fieldOf` one row. */
   const predictRows = async (
     entry: ModelEntry,
     rows: readonly unknown[],
+    listField: string,
     fieldOf: (r: number) => string,
   ): Promise<RowPrediction[]> => {
     const spec = requireTabular(entry);
-    if (rows.length === 0)
-      throw invalid('ERR_VALIDATION', fieldOf(0).replace(/\[0\]$/, ''), 'at least one row is required');
+    if (rows.length === 0) throw invalid('ERR_VALIDATION', listField, 'at least one row is required');
     if (rows.length > config.maxRowsPerRequest) {
       throw invalid(
         'ERR_TOO_MANY_ROWS',
-        fieldOf(0).replace(/\[0\]$/, ''),
+        listField,
         `${rows.length} rows; at most ${config.maxRowsPerRequest} per request`,
       );
     }
@@ -294,7 +297,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     const several = Array.isArray(features) && Array.isArray(features[0]);
     // Explicit literals, not spreads: on Node 20 an object spread costs several µs per response.
     if (several) {
-      const predictions = await predictRows(entry, features, (r) => `features[${r}]`);
+      const predictions = await predictRows(entry, features, 'features', (r) => `features[${r}]`);
       return c.json({
         request_id: id,
         model: entry.name,
@@ -305,7 +308,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
         timestamp: new Date().toISOString(),
       });
     }
-    const [one] = await predictRows(entry, [features], () => 'features');
+    const [one] = await predictRows(entry, [features], 'features', () => 'features');
     return c.json({
       request_id: id,
       model: entry.name,
@@ -334,9 +337,9 @@ export function createApp(deps: AppDeps, config: AppConfig) {
           throw invalid('ERR_VALIDATION', `requests[${i}].features`, `requests[${i}].features is required`);
         return r.features;
       });
-      predictions = await predictRows(entry, rows, (r) => `requests[${r}].features`);
+      predictions = await predictRows(entry, rows, 'requests', (r) => `requests[${r}].features`);
     } else if (body.instances) {
-      predictions = await predictRows(entry, body.instances, (r) => `instances[${r}]`);
+      predictions = await predictRows(entry, body.instances, 'instances', (r) => `instances[${r}]`);
     } else {
       throw invalid('ERR_VALIDATION', 'requests', 'requests (or instances) is required');
     }

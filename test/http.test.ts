@@ -1,0 +1,436 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { referenceModel, rows } from './reference.js';
+import { json, startTestServer } from './server.js';
+
+let server: Awaited<ReturnType<typeof startTestServer>>;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(() => server.close());
+
+const churn2 = referenceModel('churn', '2');
+const churn1 = referenceModel('churn', '1');
+const SEED_FEATURES = {
+  tenure_months: 48,
+  monthly_charges: 120.0,
+  total_charges: 5760.0,
+  contract_length: 24,
+  num_products: 4,
+  support_tickets: 2,
+  satisfaction_score: 3.5,
+};
+const named = (features: string[], row: number[]) => Object.fromEntries(features.map((f, i) => [f, row[i]!]));
+
+describe('POST /predict', () => {
+  it("answers the seed client's request unchanged, with values from the model's weights", async () => {
+    const res = await server.post('/predict', { features: SEED_FEATURES, use_cache: false });
+    expect(res.status).toBe(200);
+    const body = await json(res);
+    const want = churn2.proba(Object.values(SEED_FEATURES));
+    expect(body).toMatchObject({
+      model: 'churn',
+      model_version: '2',
+      cached: false,
+      prediction: want.indexOf(Math.max(...want)),
+    });
+    expect(body.probability).toBeCloseTo(want[1]!, 5);
+    expect(body.probabilities.stays).toBeCloseTo(want[0]!, 5);
+    expect(body.probabilities.churns).toBeCloseTo(want[1]!, 5);
+    expect(body.label).toBe(churn2.labels[body.prediction]);
+    expect(body.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(typeof body.latency_ms).toBe('number');
+    expect(Number.isNaN(Date.parse(body.timestamp))).toBe(false);
+  });
+
+  it('gives the same answer for named features in any order and for the array in model order', async () => {
+    const reversed = Object.fromEntries(Object.entries(SEED_FEATURES).reverse());
+    const answers = await Promise.all(
+      [SEED_FEATURES, reversed, Object.values(SEED_FEATURES)].map(async (features) =>
+        json(await server.post('/predict', { features })),
+      ),
+    );
+    expect(answers[1].probability).toBe(answers[0].probability);
+    expect(answers[2].probability).toBe(answers[0].probability);
+  });
+
+  it('serves an older version when asked, and echoes the request id', async () => {
+    const res = await server.post('/predict', { features: SEED_FEATURES, version: 1, request_id: 'abc-1' });
+    const body = await json(res);
+    expect(body.model_version).toBe('1');
+    expect(body.request_id).toBe('abc-1');
+    expect(body.probability).toBeCloseTo(churn1.proba(Object.values(SEED_FEATURES))[1]!, 5);
+  });
+
+  it('takes several rows as number[][] (seed 001 shape) and answers each in order', async () => {
+    const iris = referenceModel('iris', '1');
+    const x = [
+      [5.1, 3.5, 1.4, 0.2],
+      [6.2, 2.9, 4.3, 1.3],
+      [7.7, 3.0, 6.1, 2.3],
+    ];
+    const body = await (await server.post('/predict', { model: 'iris', features: x })).json();
+    expect(body.predictions.map((p: { label: string }) => p.label)).toEqual([
+      'setosa',
+      'versicolor',
+      'virginica',
+    ]);
+    body.predictions.forEach((p: { probabilities: Record<string, number> }, i: number) => {
+      expect(p.probabilities.virginica).toBeCloseTo(iris.proba(x[i]!)[2]!, 5);
+    });
+  });
+
+  it('packs concurrent requests into batches and routes every answer back to its own request', async () => {
+    const before = await batchStats('churn', '2');
+    const batch = rows(300, 7, 99).map((r) => r.map((v) => Math.abs(v) * 10));
+    const answers = await Promise.all(
+      batch.map((row) => server.post('/predict', { features: named(churn2.features, row) }).then(json)),
+    );
+    answers.forEach((a, i) => {
+      expect(a.probability).toBeCloseTo(churn2.proba(batch[i]!)[1]!, 5);
+    });
+    const after = await batchStats('churn', '2');
+    const batches = after.count - before.count;
+    expect(after.sum - before.sum).toBe(300);
+    expect(batches).toBeLessThan(300); // rows of different requests shared batches
+  });
+});
+
+async function batchStats(model: string, version: string) {
+  const text = await (await server.get('/metrics')).text();
+  const read = (suffix: string) =>
+    Number(
+      new RegExp(`onnxserve_batch_rows_${suffix}\\{model="${model}",version="${version}"\\} (\\d+)`).exec(
+        text,
+      )?.[1] ?? 0,
+    );
+  return { sum: read('sum'), count: read('count') };
+}
+
+describe('POST /predict/batch', () => {
+  it('takes the seed shape {"requests": [{"features": …}]} and answers in order', async () => {
+    const ten = referenceModel('classifier-10', '1');
+    const x = rows(25, 10, 5);
+    const body = await (
+      await server.post('/predict/batch', {
+        model: 'classifier-10',
+        requests: x.map((r) => ({ features: named(ten.features, r) })),
+      })
+    ).json();
+    expect(body.count).toBe(25);
+    body.predictions.forEach((p: { probability: number }, i: number) => {
+      expect(p.probability).toBeCloseTo(ten.proba(x[i]!)[1]!, 5);
+    });
+  });
+
+  it('takes {"instances": [[…]]} for models without feature names too', async () => {
+    const fraud = referenceModel('fraud', '1');
+    const x = rows(40, 20, 8);
+    const body = await (await server.post('/predict/batch', { model: 'fraud', instances: x })).json();
+    expect(body.predictions).toHaveLength(40);
+    body.predictions.forEach((p: { probability: number }, i: number) => {
+      expect(p.probability).toBeCloseTo(fraud.proba(x[i]!)[1]!, 5);
+    });
+  });
+});
+
+describe('bad input gets a 4xx with a JSON error naming the field', () => {
+  const cases: [string, string, unknown, number, string, string | undefined][] = [
+    ['malformed JSON', '/predict', '{"features": {', 400, 'ERR_BAD_JSON', 'body'],
+    ['missing features', '/predict', { use_cache: true }, 422, 'ERR_VALIDATION', 'features'],
+    [
+      'a missing feature',
+      '/predict',
+      { features: { ...SEED_FEATURES, satisfaction_score: undefined } },
+      422,
+      'ERR_FEATURE_MISSING',
+      'features.satisfaction_score',
+    ],
+    [
+      'an unknown feature',
+      '/predict',
+      { features: { ...SEED_FEATURES, age: 3 } },
+      422,
+      'ERR_FEATURE_UNKNOWN',
+      'features.age',
+    ],
+    [
+      'a string value',
+      '/predict',
+      { features: { ...SEED_FEATURES, tenure_months: '24' } },
+      422,
+      'ERR_INPUT_TYPE',
+      'features.tenure_months',
+    ],
+    [
+      'a null value',
+      '/predict',
+      { features: { ...SEED_FEATURES, tenure_months: null } },
+      422,
+      'ERR_INPUT_TYPE',
+      'features.tenure_months',
+    ],
+    [
+      'Infinity (1e400)',
+      '/predict',
+      '{"features": [1e400, 1, 1, 1, 1, 1, 1]}',
+      422,
+      'ERR_INPUT_VALUE',
+      'features[0]',
+    ],
+    ['NaN', '/predict', '{"features": [NaN, 1, 1, 1, 1, 1, 1]}', 400, 'ERR_BAD_JSON', 'body'],
+    [
+      'beyond float32',
+      '/predict',
+      { features: [1, 1, 1, 1, 1, 1, 1e39] },
+      422,
+      'ERR_INPUT_VALUE',
+      'features[6]',
+    ],
+    ['too few values', '/predict', { features: [1, 2, 3] }, 422, 'ERR_INPUT_SHAPE', 'features'],
+    ['features of the wrong type', '/predict', { features: 'x' }, 422, 'ERR_INPUT_TYPE', 'features'],
+    ['an unknown model', '/predict', { model: 'nope', features: [1] }, 404, 'ERR_MODEL_NOT_FOUND', 'model'],
+    [
+      'an unknown version',
+      '/predict',
+      { version: '7', features: SEED_FEATURES },
+      404,
+      'ERR_VERSION_NOT_FOUND',
+      'version',
+    ],
+    [
+      'a model field of the wrong type',
+      '/predict',
+      { model: 5, features: SEED_FEATURES },
+      422,
+      'ERR_VALIDATION',
+      'model',
+    ],
+    [
+      'named features unknown to the model',
+      '/predict',
+      { model: 'fraud', features: { a: 1 } },
+      422,
+      'ERR_FEATURE_UNKNOWN',
+      'features.a',
+    ],
+    [
+      'a bad row deep in a batch',
+      '/predict/batch',
+      { requests: [{ features: SEED_FEATURES }, { features: { ...SEED_FEATURES, num_products: 'two' } }] },
+      422,
+      'ERR_INPUT_TYPE',
+      'requests[1].features.num_products',
+    ],
+    ['an empty batch', '/predict/batch', { requests: [] }, 422, 'ERR_VALIDATION', 'requests'],
+    ['neither requests nor instances', '/predict/batch', { rows: [] }, 422, 'ERR_VALIDATION', 'requests'],
+    [
+      'a ragged instance',
+      '/predict/batch',
+      {
+        instances: [
+          [1, 2, 3, 4, 5, 6, 7],
+          [1, 2],
+        ],
+      },
+      422,
+      'ERR_INPUT_SHAPE',
+      'instances[1]',
+    ],
+  ];
+  for (const [what, path, body, status, code, field] of cases) {
+    it(what, async () => {
+      const res = await server.post(path, body);
+      expect(res.status).toBe(status);
+      expect(res.headers.get('content-type')).toMatch(/application\/json/);
+      const got = await json(res);
+      expect(got.error.code).toBe(code);
+      expect(got.error.field).toBe(field);
+      expect(got.error.message.length).toBeGreaterThan(5);
+    });
+  }
+
+  it('a wrong content type: 415', async () => {
+    const res = await fetch(`${server.url}/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: '{}',
+    });
+    expect(res.status).toBe(415);
+    expect((await json(res)).error.code).toBe('ERR_CONTENT_TYPE');
+  });
+
+  it('a body over the limit, declared or chunked: 413', async () => {
+    const big = JSON.stringify({ features: SEED_FEATURES, pad: 'x'.repeat(5 * 1024 * 1024) });
+    const declared = await server.post('/predict', big);
+    expect(declared.status).toBe(413);
+    expect((await json(declared)).error.code).toBe('ERR_BODY_TOO_LARGE');
+    const stream = new Blob([big]).stream();
+    const chunked = await fetch(`${server.url}/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+  });
+
+  it('too many rows: 413', async () => {
+    const res = await server.post('/predict/batch', {
+      instances: Array.from({ length: 10_001 }, () => [1, 2, 3, 4, 5, 6, 7]),
+    });
+    expect(res.status).toBe(413);
+    expect((await json(res)).error).toMatchObject({ code: 'ERR_TOO_MANY_ROWS', field: 'instances' });
+  });
+
+  it('an unknown route: 404 JSON', async () => {
+    const res = await server.get('/nope');
+    expect(res.status).toBe(404);
+    expect((await json(res)).error.code).toBe('ERR_NOT_FOUND');
+  });
+});
+
+describe('Open Inference Protocol v2', () => {
+  const irisInput = (data: number[][]) => ({
+    name: 'float_input',
+    shape: [data.length, 4],
+    datatype: 'FP32',
+    data,
+  });
+
+  it('describes the server and each model', async () => {
+    expect((await json(await server.get('/v2'))).name).toBe('onnx-serve');
+    expect((await server.get('/v2/health/live')).status).toBe(200);
+    expect((await server.get('/v2/health/ready')).status).toBe(200);
+    expect(await json(await server.get('/v2/models/iris'))).toEqual({
+      name: 'iris',
+      versions: ['1'],
+      platform: 'onnxruntime_onnx',
+      inputs: [{ name: 'float_input', datatype: 'FP32', shape: [-1, 4] }],
+      outputs: [
+        { name: 'label', datatype: 'INT64', shape: [-1] },
+        { name: 'probabilities', datatype: 'FP32', shape: [-1, 3] },
+      ],
+    });
+    expect((await server.get('/v2/models/churn/versions/1/ready')).status).toBe(200);
+    expect((await server.get('/v2/models/churn/versions/9/ready')).status).toBe(404);
+  });
+
+  it('infers with nested or flat data, returns the outputs asked for', async () => {
+    const iris = referenceModel('iris', '1');
+    const x = [
+      [5.1, 3.5, 1.4, 0.2],
+      [6.4, 3.2, 4.5, 1.5],
+    ];
+    const res = await server.post('/v2/models/iris/versions/1/infer', {
+      id: 'r1',
+      inputs: [irisInput(x)],
+      outputs: [{ name: 'probabilities' }],
+    });
+    const body = await json(res);
+    expect(body).toMatchObject({ model_name: 'iris', model_version: '1', id: 'r1' });
+    expect(body.outputs).toHaveLength(1);
+    expect(body.outputs[0]).toMatchObject({ name: 'probabilities', datatype: 'FP32', shape: [2, 3] });
+    x.flatMap((r) => iris.proba(r)).forEach((p, i) => {
+      expect(body.outputs[0].data[i]).toBeCloseTo(p, 5);
+    });
+    const flat = await (
+      await server.post('/v2/models/iris/infer', { inputs: [{ ...irisInput(x), data: x.flat() }] })
+    ).json();
+    expect(flat.outputs.map((o: { name: string }) => o.name)).toEqual(['label', 'probabilities']);
+    expect(flat.outputs[0]).toEqual({ name: 'label', datatype: 'INT64', shape: [2], data: [0, 1] });
+  });
+
+  it('answers errors as {"error": "..."}', async () => {
+    const bad = [
+      [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), datatype: 'FP64' }] }, 422, /takes FP32/],
+      [{ inputs: [{ ...irisInput([[1, 2, 3]]), shape: [1, 3] }] }, 422, /dimension 1 must be 4/],
+      [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), shape: [2, 4] }] }, 422, /holds 8 values, data has 4/],
+      [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), name: 'x' }] }, 422, /no input 'x'/],
+      [{ inputs: [irisInput([[1, 2, 3, 4]])], outputs: [{ name: 'nope' }] }, 422, /no output 'nope'/],
+      [{ inputs: [irisInput([[1, 2, 'a' as unknown as number, 4]])] }, 422, /must be a number/],
+      [{ inputs: [] }, 422, /inputs/],
+    ] as const;
+    for (const [body, status, message] of bad) {
+      const res = await server.post('/v2/models/iris/infer', body);
+      expect(res.status).toBe(status);
+      const got = await json(res);
+      expect(typeof got.error).toBe('string');
+      expect(got.error).toMatch(message);
+    }
+    const missing = await server.post('/v2/models/nope/infer', { inputs: [irisInput([[1, 2, 3, 4]])] });
+    expect(missing.status).toBe(404);
+    expect((await json(missing)).error).toMatch(/not loaded/);
+  });
+});
+
+describe('health, models, docs and metrics', () => {
+  it('health has the seed fields and every loaded version', async () => {
+    const body = await (await server.get('/health')).json();
+    expect(body).toMatchObject({ status: 'healthy', ready: true, model_version: '2' });
+    expect(body.models).toEqual({
+      churn: ['1', '2'],
+      'classifier-10': ['1'],
+      fraud: ['1'],
+      iris: ['1'],
+      'mlp-large': ['1'],
+    });
+    expect((await server.get('/health/live')).status).toBe(200);
+    expect((await server.get('/health/ready')).status).toBe(200);
+  });
+
+  it('lists models and describes one with its signature, hash and metadata', async () => {
+    const list = await (await server.get('/models')).json();
+    expect(list.default_model).toBe('churn');
+    expect(list.models.map((m: { name: string }) => m.name)).toEqual([
+      'churn',
+      'classifier-10',
+      'fraud',
+      'iris',
+      'mlp-large',
+    ]);
+    const churn = await (await server.get('/models/churn')).json();
+    expect(churn.default_version).toBe('2');
+    const v1 = churn.versions[0];
+    expect(v1.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(v1.feature_names).toEqual(churn1.features);
+    expect(v1.inputs[0]).toEqual({ name: 'float_input', type: 'float32', shape: ['N', 7] });
+    expect(v1.training.dataset.synthetic).toBe(true);
+    expect((await server.get('/models/nope')).status).toBe(404);
+    const info = await (await server.get('/model/info')).json();
+    expect(info).toMatchObject({ name: 'churn', version: '2', feature_count: 7 });
+  });
+
+  it('publishes OpenAPI and Swagger UI', async () => {
+    const doc = await (await server.get('/openapi.json')).json();
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(['/predict', '/predict/batch', '/v2/models/{name}/infer']),
+    );
+    expect(doc.components.schemas.PredictRequest).toBeDefined();
+    const docs = await server.get('/docs');
+    expect(docs.status).toBe(200);
+    expect(await docs.text()).toMatch(/swagger/i);
+  });
+
+  it('exports request, model, batch, queue and pool metrics', async () => {
+    await server.post('/predict', { features: SEED_FEATURES });
+    const text = await (await server.get('/metrics')).text();
+    for (const name of [
+      'onnxserve_http_requests_total{route="/predict",method="POST",status="200"}',
+      'onnxserve_http_request_duration_seconds_bucket',
+      'onnxserve_inference_rows_total{model="churn",version="2"}',
+      'onnxserve_batch_rows_bucket',
+      'onnxserve_queue_wait_seconds_bucket',
+      'onnxserve_compute_seconds_bucket',
+      'onnxserve_errors_total{code="ERR_FEATURE_MISSING"}',
+      'onnxserve_pool_workers_live 2',
+      'onnxserve_pool_utilization',
+      'onnxserve_pool_queued_batches',
+      'onnxserve_batcher_queued_rows',
+      'onnxserve_model_load_seconds{model="iris",version="1"}',
+      'onnxserve_model_info{model="churn",version="1",sha256=',
+      'onnxserve_process_cpu_seconds_total',
+    ]) {
+      expect(text, name).toContain(name);
+    }
+  });
+});

@@ -1,0 +1,28 @@
+import { loadConfig } from '../src/node/config.js';
+import { type RunningServer, startServer } from '../src/node/server.js';
+
+/** A fetch Response whose body tests read loosely: they check its shape with assertions. */
+// biome-ignore lint/suspicious/noExplicitAny: test bodies are checked by assertions, not types
+export type JsonResponse = Omit<Response, 'json'> & { json(): Promise<any> };
+
+// biome-ignore lint/suspicious/noExplicitAny: see JsonResponse
+export const json = (res: Response | JsonResponse): Promise<any> => res.json();
+
+export function client(base: string) {
+  return {
+    post: (path: string, body: unknown, headers: Record<string, string> = {}) =>
+      fetch(base + path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      }) as Promise<JsonResponse>,
+    get: (path: string) => fetch(base + path) as Promise<JsonResponse>,
+  };
+}
+
+/** A real server on a free port with the real worker pool; env overrides as the process would read them. */
+export async function startTestServer(env: Record<string, string> = {}) {
+  const server = await startServer(loadConfig({ PORT: '0', POOL_SIZE: '2', ...env }));
+  await server.ready;
+  return Object.assign(server, client(server.url)) as RunningServer & ReturnType<typeof client>;
+}
