@@ -112,9 +112,13 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     closing = true;
     await loading.catch(() => {});
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Connections busy now go idle once their response is out; close them then rather than waiting out
+    // keep-alive. Past the timeout, close everything.
     server.closeIdleConnections();
+    const sweep = setInterval(() => server.closeIdleConnections(), 50);
     const force = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
     await closed;
+    clearInterval(sweep);
     clearTimeout(force);
     await backend.close();
   };

@@ -1,0 +1,79 @@
+/** The server as `npm start` runs it: a real process, its environment and its signals. */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/node/config.js';
+import { client, json } from './server.js';
+
+const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'node', 'main.js');
+
+function start(env: Record<string, string>) {
+  const child = spawn(process.execPath, [MAIN], {
+    env: { ...process.env, PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d) => (output += d));
+  child.stderr.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const url = new Promise<string>((resolve, reject) => {
+    const check = () => {
+      const m = /"msg":"models ready"/.test(output) && /"url":"(http:[^"]+)"/.exec(output);
+      if (m) resolve(m[1]!);
+    };
+    child.stdout.on('data', check);
+    void exited.then((code) => reject(new Error(`exited ${code}: ${output}`)));
+  });
+  url.catch(() => {}); // tests of failed starts await `exited`, not `url`
+  return { child, url, exited, output: () => output };
+}
+
+describe('process', () => {
+  it('on SIGTERM stops accepting, finishes in-flight requests, closes the pool and exits 0', async () => {
+    // Rows wait 400 ms for company, so the requests are still in flight when SIGTERM arrives.
+    const server = start({ BATCH_MAX_DELAY_MS: '400' });
+    const api = client(await server.url);
+    const inFlight = Array.from({ length: 30 }, (_, i) =>
+      api.post('/predict', { features: [i, 50, 600, 12, 2, 1, 3] }),
+    );
+    await new Promise((r) => setTimeout(r, 150));
+    server.child.kill('SIGTERM');
+    const answers = await Promise.all(inFlight);
+    expect(answers.map((r) => r.status)).toEqual(Array(30).fill(200));
+    expect((await json(answers[0]!)).model).toBe('churn');
+    expect(await server.exited).toBe(0);
+    expect(server.output()).toMatch(/"msg":"stopped"/);
+    await expect(fetch(`${await server.url}/health/live`)).rejects.toThrow();
+  });
+
+  it('refuses to start on an invalid setting, naming the variable', async () => {
+    const server = start({ POOL_SIZE: 'lots', BATCH_MAX_DELAY_MS: '-1' });
+    expect(await server.exited).toBe(2);
+    expect(server.output()).toMatch(/POOL_SIZE="lots"/);
+    expect(server.output()).toMatch(/BATCH_MAX_DELAY_MS="-1"/);
+  });
+
+  it('fails start-up with the path when MODELS_DIR does not exist', async () => {
+    const server = start({ MODELS_DIR: '/nonexistent/models' });
+    expect(await server.exited).toBe(1);
+    expect(server.output()).toMatch(/MODELS_DIR \/nonexistent\/models does not exist/);
+  });
+});
+
+describe('loadConfig', () => {
+  it('fills defaults: shipped models, churn as default model, one pool thread per core', () => {
+    const c = loadConfig({});
+    expect(c.port).toBe(8000);
+    expect(c.modelsDir).toBe(join(import.meta.dirname, '..', 'models'));
+    expect(c.defaultModel).toBe('churn');
+    expect(c.poolSize).toBeGreaterThanOrEqual(1);
+    expect(c.batching.maxInFlight).toBe(c.poolSize);
+  });
+
+  it('treats empty variables as unset and a custom MODELS_DIR as having no default model', () => {
+    const c = loadConfig({ PORT: '', MODELS_DIR: '/tmp/m', POOL_SIZE: '3' });
+    expect(c.port).toBe(8000);
+    expect(c.defaultModel).toBeUndefined();
+    expect(c.batching.maxInFlight).toBe(3);
+  });
+});
