@@ -72,3 +72,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
   };
 }
+
+/** Every environment variable the server reads. */
+export const CONFIG_VARIABLES = Object.keys(EnvSchema.shape);

@@ -197,6 +197,9 @@ export function createPromMetrics(opts: PromMetricsOptions): PromMetrics {
       for (const ms of report.queueWaitMs) c.queueWait.observe(ms / 1000);
     },
     modelLoaded(entry) {
+      // Start each model's counters at zero, so rate() and alerts see a series before the first event.
+      batchFailures.labels(entry.name, entry.version).inc(0);
+      modelChild(entry.name, entry.version).rows.inc(0);
       modelLoad.labels(entry.name, entry.version).set(entry.loadSeconds);
       modelInfo.labels(entry.name, entry.version, entry.sha256).set(1);
     },

@@ -1,0 +1,172 @@
+/** Dockerfile, compose, Kubernetes and monitoring files agree with the code they deploy and observe. */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { CONFIG_VARIABLES, loadConfig } from '../src/node/config.js';
+import { startTestServer } from './server.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
+const DEFAULT_PORT = String(loadConfig({}).port);
+const hasPromtool = (() => {
+  try {
+    execFileSync('promtool', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (process.env.CI && !hasPromtool)
+  throw new Error('promtool (Debian package prometheus) is required in CI; .ci/run installs it');
+
+let server: Awaited<ReturnType<typeof startTestServer>>;
+let exported: Set<string>;
+beforeAll(async () => {
+  server = await startTestServer();
+  await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] });
+  await server.post('/predict', { model: 'nope', features: [1] });
+  const text = await (await server.get('/metrics')).text();
+  exported = new Set([...text.matchAll(/^([a-z_:][a-z0-9_:]*)(?:\{| )/gm)].map((m) => m[1]!));
+});
+afterAll(() => server.close());
+
+describe('Dockerfile', () => {
+  const lines = read('Dockerfile').split('\n');
+  it('exposes the port it sets, and the default port', () => {
+    const expose = lines.find((l) => l.startsWith('EXPOSE'))!.split(/\s+/)[1];
+    expect(read('Dockerfile')).toMatch(new RegExp(`PORT=${expose}\\b`));
+    expect(expose).toBe(DEFAULT_PORT);
+  });
+  it('copies files that exist and starts the entry point the build produces', () => {
+    for (const l of lines.filter((l) => l.startsWith('COPY') && !l.includes('--from'))) {
+      for (const src of l.split(/\s+/).slice(1, -1)) expect(existsSync(join(ROOT, src)), src).toBe(true);
+    }
+    const cmd = JSON.parse(lines.find((l) => l.startsWith('CMD'))!.slice(3));
+    expect(cmd[0]).toBe('node');
+    expect(existsSync(join(ROOT, cmd[1]))).toBe(true);
+    expect(read('Dockerfile')).toContain('/health/ready');
+  });
+  it('builds on the Node major the package declares', () => {
+    const major = /FROM node:(\d+)/.exec(read('Dockerfile'))![1];
+    expect(JSON.parse(read('package.json')).engines.node).toBe(`>=${major}`);
+  });
+});
+
+describe('docker-compose.yml', () => {
+  const compose = parse(read('docker-compose.yml'));
+  it('sets only variables the server reads, and publishes its port', () => {
+    const env = compose.services.api.environment as Record<string, string>;
+    for (const k of Object.keys(env)) expect(CONFIG_VARIABLES, k).toContain(k);
+    expect(compose.services.api.ports).toContain(`${env.PORT}:${env.PORT}`);
+    expect(() => loadConfig(env)).not.toThrow();
+  });
+  it('mounts files that exist, and Prometheus scrapes the api service on its port', () => {
+    for (const svc of Object.values(compose.services) as { volumes?: string[] }[]) {
+      for (const v of svc.volumes ?? []) expect(existsSync(join(ROOT, v.split(':')[0]!)), v).toBe(true);
+    }
+    const prom = parse(read('monitoring/prometheus.yml'));
+    expect(prom.scrape_configs[0].static_configs[0].targets).toEqual([
+      `api:${compose.services.api.environment.PORT}`,
+    ]);
+  });
+});
+
+describe('deploy/k8s', () => {
+  const docs = ['deployment.yaml', 'service.yaml', 'hpa.yaml'].flatMap((f) =>
+    parseAllDocuments(read(`deploy/k8s/${f}`)).map((d) => d.toJS()),
+  );
+  const deployment = docs.find((d) => d.kind === 'Deployment');
+  const container = deployment.spec.template.spec.containers[0];
+  const env = Object.fromEntries(
+    container.env.map((e: { name: string; value: string }) => [e.name, e.value]),
+  );
+  it('uses variables the server reads and a container port equal to PORT', () => {
+    for (const k of Object.keys(env)) expect(CONFIG_VARIABLES, k).toContain(k);
+    expect(() => loadConfig(env)).not.toThrow();
+    expect(String(container.ports[0].containerPort)).toBe(env.PORT);
+    expect(deployment.spec.template.metadata.annotations['prometheus.io/port']).toBe(env.PORT);
+  });
+  it('probes routes that answer 200 on a ready server', async () => {
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+      const res = await server.get(container[probe].httpGet.path);
+      expect(res.status, probe).toBe(200);
+    }
+  });
+  it('gives the pool no more threads than the CPU limit, and drains within the grace period', () => {
+    expect(Number(env.POOL_SIZE)).toBeLessThanOrEqual(Number(container.resources.limits.cpu));
+    expect(Number(env.SHUTDOWN_TIMEOUT_MS) / 1000).toBeLessThan(
+      deployment.spec.template.spec.terminationGracePeriodSeconds,
+    );
+  });
+  it('selects its own pods everywhere', () => {
+    for (const d of docs.filter((d) => d.spec?.selector)) {
+      const sel = d.spec.selector.matchLabels ?? d.spec.selector;
+      expect(sel).toEqual(deployment.spec.template.metadata.labels);
+    }
+  });
+});
+
+describe('monitoring', () => {
+  const metricNames = (exprs: string[]) =>
+    new Set(exprs.flatMap((e) => [...e.matchAll(/\b(onnxserve_[a-z0-9_]+)/g)].map((m) => m[1]!)));
+
+  it('the dashboard and the alerts use only metrics the server exports', () => {
+    const dash = JSON.parse(read('monitoring/grafana/dashboards/onnx-serve.json'));
+    const rules = parse(read('monitoring/alerts.yml')).groups.flatMap((g: { rules: { expr: string }[] }) =>
+      g.rules.map((r) => r.expr),
+    );
+    const exprs = [
+      ...dash.panels.flatMap((p: { targets: { expr: string }[] }) => p.targets.map((t) => t.expr)),
+      ...rules,
+    ];
+    const used = metricNames(exprs);
+    expect(used.size).toBeGreaterThan(10);
+    for (const name of used) expect(exported, name).toContain(name);
+  });
+
+  it.skipIf(!hasPromtool)('promtool accepts the Prometheus config and the alert rules', () => {
+    execFileSync('promtool', ['check', 'config', join(ROOT, 'monitoring/prometheus.yml')]);
+    execFileSync('promtool', ['check', 'rules', join(ROOT, 'monitoring/alerts.yml')]);
+  });
+
+  it.skipIf(!hasPromtool)('a real Prometheus scrapes the server and reads its gauges', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'prom-'));
+    const target = new URL(server.url).host;
+    const config = read('monitoring/prometheus.yml')
+      .replace('["api:8000"]', `["${target}"]`)
+      .replace('scrape_interval: 5s', 'scrape_interval: 1s');
+    writeFileSync(join(dir, 'prometheus.yml'), config);
+    writeFileSync(join(dir, 'alerts.yml'), read('monitoring/alerts.yml'));
+    const port = 19090 + Math.floor(Math.random() * 500);
+    const prom = spawn(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+      ],
+      { stdio: 'ignore' },
+    );
+    try {
+      const query = async (q: string) => {
+        const res = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
+        return (await res.json()) as { data: { result: { value: [number, string] }[] } };
+      };
+      await expect
+        .poll(
+          async () =>
+            (await query('onnxserve_pool_workers_live').catch(() => undefined))?.data.result[0]?.value[1],
+          { timeout: 30_000, interval: 500 },
+        )
+        .toBe('2');
+      const up = await query('up{job="onnx-serve"}');
+      expect(up.data.result[0]!.value[1]).toBe('1');
+    } finally {
+      prom.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
