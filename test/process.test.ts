@@ -1,5 +1,7 @@
 /** The server as `npm start` runs it: a real process, its environment and its signals. */
 import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/node/config.js';

@@ -1,3 +1,6 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../src/node/config.js';
 import { type RunningServer, startServer } from '../src/node/server.js';
 
@@ -22,7 +25,8 @@ export function client(base: string) {
 
 /** A real server on a free port with the real worker pool; env overrides as the process would read them. */
 export async function startTestServer(env: Record<string, string> = {}) {
-  const server = await startServer(loadConfig({ PORT: '0', POOL_SIZE: '2', ...env }));
+  const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
+  const server = await startServer(loadConfig({ PORT: '0', POOL_SIZE: '2', AUDIT_DIR: auditDir, ...env }));
   await server.ready;
   return Object.assign(server, client(server.url)) as RunningServer & ReturnType<typeof client>;
 }

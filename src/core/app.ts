@@ -3,8 +3,11 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
+import { type AuditSink, cacheSummary } from './audit.js';
+import type { TieredCache } from './cache.js';
 import { ERROR_STATUS, type ErrorCode, invalid, ServeError } from './errors.js';
 import { rowsToTensor } from './features.js';
+import { createInference, type InferResult } from './inference.js';
 import type { AppMetrics } from './metrics.js';
 import { type RowPrediction, toRowPredictions } from './prediction.js';
 import type { Predictor } from './predictor.js';
@@ -21,6 +24,10 @@ export interface AppDeps {
   isReady: () => boolean;
   /** Connectivity fields for /health (cache, audit store…), filled in by the entry point. */
   health?: () => Promise<Record<string, unknown>>;
+  /** Prediction cache; absent = none. */
+  cache?: TieredCache;
+  /** Where audit records go; absent = none. */
+  audit?: AuditSink;
 }
 
 export interface AppConfig {
@@ -213,13 +220,20 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     return header;
   };
 
+  const inference = createInference(predictor, deps.cache);
+
+  /** The tabular models' outputs /predict reads. */
+  const predictOutputs = (entry: ModelEntry) =>
+    [entry.predictionOutput, entry.probabilityOutput].filter((n): n is string => n !== undefined);
+
   /** `listField` names the list of rows (for errors about all of them), `fieldOf` one row. */
   const predictRows = async (
     entry: ModelEntry,
     rows: readonly unknown[],
     listField: string,
     fieldOf: (r: number) => string,
-  ): Promise<RowPrediction[]> => {
+    useCache: boolean,
+  ): Promise<{ predictions: RowPrediction[]; tiers: InferResult['tiers'] }> => {
     const spec = requireTabular(entry);
     if (rows.length === 0) throw invalid('ERR_VALIDATION', listField, 'at least one row is required');
     if (rows.length > config.maxRowsPerRequest) {
@@ -230,9 +244,41 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       );
     }
     const tensor = rowsToTensor(spec, rows, fieldOf);
-    const outputs = await predictor.infer(entry, { [spec.input]: tensor }, rows.length);
+    const result = await inference.run(entry, { [spec.input]: tensor }, rows.length, {
+      useCache,
+      outputs: predictOutputs(entry),
+    });
     metrics.rows(entry.name, entry.version, rows.length);
-    return toRowPredictions(entry, outputs, rows.length);
+    return { predictions: toRowPredictions(entry, result.outputs, rows.length), tiers: result.tiers };
+  };
+
+  const audit = (
+    c: Context,
+    route: string,
+    entry: ModelEntry,
+    requestId: string,
+    input: unknown,
+    output: unknown,
+    rows: number,
+    latencyMs: number,
+    tiers: InferResult['tiers'],
+  ) => {
+    deps.audit?.record({
+      id: crypto.randomUUID(),
+      request_id: requestId,
+      time: new Date().toISOString(),
+      route,
+      model: entry.name,
+      model_version: entry.version,
+      model_sha256: entry.sha256,
+      input,
+      output,
+      rows,
+      latency_ms: latencyMs,
+      cache: cacheSummary(tiers),
+      status: 200,
+      client_id: c.req.header('x-client-id') ?? null,
+    });
   };
 
   for (const route of [
@@ -257,7 +303,9 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       throw new ServeError(
         'ERR_CONTENT_TYPE',
         `Content-Type must be application/json, got ${type ?? 'none'}`,
-        { field: 'content-type' },
+        {
+          field: 'content-type',
+        },
       );
     }
     const declared = c.req.header('content-length');
@@ -294,31 +342,53 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     const entry = registry.resolve(body.model, body.version);
     const { features } = body;
     if (features === undefined) throw invalid('ERR_VALIDATION', 'features', 'features is required');
+    const useCache = body.use_cache !== false;
     const several = Array.isArray(features) && Array.isArray(features[0]);
     // Explicit literals, not spreads: on Node 20 an object spread costs several µs per response.
     if (several) {
-      const predictions = await predictRows(entry, features, 'features', (r) => `features[${r}]`);
+      const { predictions, tiers } = await predictRows(
+        entry,
+        features,
+        'features',
+        (r) => `features[${r}]`,
+        useCache,
+      );
+      const latency = round3(performance.now() - started);
+      const cachedRows = tiers ? tiers.filter((t) => t !== undefined).length : 0;
+      audit(c, '/predict', entry, id, features, predictions, predictions.length, latency, tiers);
       return c.json({
         request_id: id,
         model: entry.name,
         model_version: entry.version,
         predictions,
-        latency_ms: round3(performance.now() - started),
-        cached: false,
+        latency_ms: latency,
+        cached: cachedRows === predictions.length,
+        cached_rows: cachedRows,
         timestamp: new Date().toISOString(),
       });
     }
-    const [one] = await predictRows(entry, [features], 'features', () => 'features');
+    const { predictions, tiers } = await predictRows(
+      entry,
+      [features],
+      'features',
+      () => 'features',
+      useCache,
+    );
+    const one = predictions[0]!;
+    const tier = tiers?.[0];
+    const latency = round3(performance.now() - started);
+    audit(c, '/predict', entry, id, features, one, 1, latency, tiers);
     return c.json({
       request_id: id,
       model: entry.name,
       model_version: entry.version,
-      prediction: one!.prediction,
-      label: one!.label,
-      probability: one!.probability,
-      probabilities: one!.probabilities,
-      latency_ms: round3(performance.now() - started),
-      cached: false,
+      prediction: one.prediction,
+      label: one.label,
+      probability: one.probability,
+      probabilities: one.probabilities,
+      latency_ms: latency,
+      cached: tier !== undefined,
+      cache_tier: tier ?? null,
       timestamp: new Date().toISOString(),
     });
   });
@@ -328,38 +398,46 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     const body = await readJson(c, S.BatchRequest);
     const id = requestId(c, body.request_id);
     const entry = registry.resolve(body.model, body.version);
-    let predictions: RowPrediction[];
-    if (body.requests && body.instances)
+    const useCache = body.use_cache !== false;
+    if (body.requests && body.instances) {
       throw invalid('ERR_VALIDATION', 'instances', 'send either requests or instances, not both');
+    }
+    let input: unknown[];
+    let result: Awaited<ReturnType<typeof predictRows>>;
     if (body.requests) {
-      const rows = body.requests.map((r, i) => {
-        if (r.features === undefined)
+      input = body.requests.map((r, i) => {
+        if (r.features === undefined) {
           throw invalid('ERR_VALIDATION', `requests[${i}].features`, `requests[${i}].features is required`);
+        }
         return r.features;
       });
-      predictions = await predictRows(entry, rows, 'requests', (r) => `requests[${r}].features`);
+      result = await predictRows(entry, input, 'requests', (r) => `requests[${r}].features`, useCache);
     } else if (body.instances) {
-      predictions = await predictRows(entry, body.instances, 'instances', (r) => `instances[${r}]`);
+      input = body.instances;
+      result = await predictRows(entry, input, 'instances', (r) => `instances[${r}]`, useCache);
     } else {
       throw invalid('ERR_VALIDATION', 'requests', 'requests (or instances) is required');
     }
-    return c.json(
-      {
-        request_id: id,
-        model: entry.name,
-        model_version: entry.version,
-        count: predictions.length,
-        predictions,
-        latency_ms: round3(performance.now() - started),
-        cached: false,
-        timestamp: new Date().toISOString(),
-      },
-      200,
-    );
+    const { predictions, tiers } = result;
+    const latency = round3(performance.now() - started);
+    const cachedRows = tiers ? tiers.filter((t) => t !== undefined).length : 0;
+    audit(c, '/predict/batch', entry, id, input, predictions, predictions.length, latency, tiers);
+    return c.json({
+      request_id: id,
+      model: entry.name,
+      model_version: entry.version,
+      count: predictions.length,
+      predictions,
+      latency_ms: latency,
+      cached: cachedRows === predictions.length,
+      cached_rows: cachedRows,
+      timestamp: new Date().toISOString(),
+    });
   });
 
   for (const path of ['/v2/models/:name/infer', '/v2/models/:name/versions/:version/infer']) {
     app.post(path, async (c) => {
+      const started = performance.now();
       const name = c.req.param('name')!;
       const version = c.req.param('version');
       const body = await readJson(c, S.V2InferRequest);
@@ -373,17 +451,32 @@ export function createApp(deps: AppDeps, config: AppConfig) {
           `${rows} rows; at most ${config.maxRowsPerRequest} per request`,
         );
       }
-      const outputs = await predictor.infer(entry, tensors, rows);
+      const useCache = body.parameters?.use_cache !== false;
+      const { outputs, tiers } = await inference.run(entry, tensors, rows, {
+        useCache,
+        outputs: outputNames,
+      });
       metrics.rows(entry.name, entry.version, rows);
-      return c.json(
-        {
-          model_name: entry.name,
-          model_version: entry.version,
-          id: body.id,
-          outputs: outputNames.map((n) => encodeV2Output(n, outputs[n]!)),
-        },
-        200,
+      const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
+      const cachedRows = tiers ? tiers.filter((t) => t !== undefined).length : 0;
+      audit(
+        c,
+        c.req.routePath,
+        entry,
+        body.id ?? crypto.randomUUID(),
+        body.inputs,
+        encoded,
+        rows,
+        round3(performance.now() - started),
+        tiers,
       );
+      return c.json({
+        model_name: entry.name,
+        model_version: entry.version,
+        id: body.id,
+        parameters: { cached_rows: cachedRows },
+        outputs: encoded,
+      });
     });
   }
 

@@ -53,7 +53,7 @@ const responseMeta = {
   model: z.string(),
   model_version: z.string(),
   latency_ms: z.number(),
-  cached: z.boolean(),
+  cached: z.boolean().openapi({ description: 'True when every row came from the cache.' }),
   timestamp: z.string(),
 };
 
@@ -68,7 +68,12 @@ export const PredictResponse = RowPrediction.extend({
   .openapi('PredictResponse');
 
 export const BatchResponse = z
-  .object({ ...responseMeta, count: z.number().int(), predictions: z.array(RowPrediction) })
+  .object({
+    ...responseMeta,
+    count: z.number().int(),
+    cached_rows: z.number().int(),
+    predictions: z.array(RowPrediction),
+  })
   .openapi('BatchResponse');
 
 export const ErrorResponse = z

@@ -12,6 +12,7 @@ function shippedModelsDir(): string {
 }
 
 const int = (min: number) => z.coerce.number().int().min(min);
+const onOff = z.enum(['on', 'off']);
 
 const EnvSchema = z.object({
   PORT: int(0).max(65535).default(8000),
@@ -27,6 +28,27 @@ const EnvSchema = z.object({
   MAX_BODY_BYTES: int(1024).default(4 * 1024 * 1024),
   MAX_ROWS_PER_REQUEST: int(1).default(10_000),
   SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
+  CACHE: onOff.default('on'),
+  CACHE_L1_MAX_ENTRIES: int(1).default(100_000),
+  CACHE_L1_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
+  CACHE_TTL_SECONDS: int(1).default(3600),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional(),
+  REDIS_TIMEOUT_MS: int(1).default(25),
+  REDIS_BREAK_AFTER: int(1).default(3),
+  REDIS_PROBE_MS: int(10).default(1000),
+  AUDIT: onOff.default('on'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
+  AUDIT_DIR: z.string().min(1).default('.data'),
+  AUDIT_BATCH_ROWS: int(1).max(10_000).default(1000),
+  AUDIT_FLUSH_MS: int(1).default(200),
+  AUDIT_MAX_QUEUE: int(1).default(50_000),
+  AUDIT_RETRY_MS: int(10).default(1000),
 });
 
 export interface ServerConfig {
@@ -40,6 +62,22 @@ export interface ServerConfig {
   maxBodyBytes: number;
   maxRowsPerRequest: number;
   shutdownTimeoutMs: number;
+  cache: {
+    enabled: boolean;
+    l1: { maxEntries: number; maxBytes: number; ttlMs: number };
+    redis:
+      | { url: string; ttlSeconds: number; timeoutMs: number; breakAfter: number; probeMs: number }
+      | undefined;
+  };
+  audit: {
+    enabled: boolean;
+    databaseUrl: string | undefined;
+    dir: string;
+    batchRows: number;
+    flushMs: number;
+    maxQueue: number;
+    retryMs: number;
+  };
 }
 
 /** Read and check the environment once; an invalid value stops start-up with the variable's name. */
@@ -70,6 +108,32 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxRowsPerRequest: e.MAX_ROWS_PER_REQUEST,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    cache: {
+      enabled: e.CACHE === 'on',
+      l1: {
+        maxEntries: e.CACHE_L1_MAX_ENTRIES,
+        maxBytes: e.CACHE_L1_MAX_BYTES,
+        ttlMs: e.CACHE_TTL_SECONDS * 1000,
+      },
+      redis: e.REDIS_URL
+        ? {
+            url: e.REDIS_URL,
+            ttlSeconds: e.CACHE_TTL_SECONDS,
+            timeoutMs: e.REDIS_TIMEOUT_MS,
+            breakAfter: e.REDIS_BREAK_AFTER,
+            probeMs: e.REDIS_PROBE_MS,
+          }
+        : undefined,
+    },
+    audit: {
+      enabled: e.AUDIT === 'on',
+      databaseUrl: e.DATABASE_URL,
+      dir: resolve(e.AUDIT_DIR),
+      batchRows: e.AUDIT_BATCH_ROWS,
+      flushMs: e.AUDIT_FLUSH_MS,
+      maxQueue: e.AUDIT_MAX_QUEUE,
+      retryMs: e.AUDIT_RETRY_MS,
+    },
   };
 }
 

@@ -1,20 +1,28 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
+import { createMemoryTier, createTieredCache } from '../core/cache.js';
 import { createPredictor } from '../core/predictor.js';
 import { createRegistry, describeModel, type ModelEntry, type ModelRegistry } from '../core/registry.js';
+import { createAuditLog } from './audit/audit-log.js';
+import { createPgStore } from './audit/pg-store.js';
+import { createPgliteStore } from './audit/pglite-store.js';
+import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
 import { scanModelRepository } from './model-store.js';
 import { createPoolBackend } from './pool-backend.js';
-import { createPromMetrics } from './prom-metrics.js';
+import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
+import { createRedisTier } from './redis-tier.js';
 
 export interface RunningServer {
   url: string;
   port: number;
   registry: ModelRegistry;
   backend: InferenceBackend;
+  audit: ReturnType<typeof createAuditLog> | undefined;
   /** Resolves once every model is loaded and warmed in every worker. */
   ready: Promise<void>;
   /** Stop accepting, finish in-flight requests, close the pool. */
@@ -53,10 +61,52 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   let ready = false;
   let closing = false;
   const predictorRef: { queuedRows: () => number } = { queuedRows: () => 0 };
+  // Observers are created before the metrics that implement them: forward through this reference.
+  const observe: { m?: PromMetrics } = {};
+
+  const l1 = config.cache.enabled ? createMemoryTier(config.cache.l1) : undefined;
+  const redis =
+    config.cache.enabled && config.cache.redis
+      ? createRedisTier({
+          ...config.cache.redis,
+          observer: { call: (op, s, ok) => observe.m?.call(op, s, ok) },
+        })
+      : undefined;
+  const cache = l1
+    ? createTieredCache(l1, redis, { lookup: (t, h, m) => observe.m?.lookup(t, h, m) })
+    : undefined;
+
+  const audit = config.audit.enabled
+    ? createAuditLog({
+        store: config.audit.databaseUrl
+          ? createPgStore({ url: config.audit.databaseUrl })
+          : createPgliteStore({ dir: join(config.audit.dir, 'pglite') }),
+        spool: createSpool(join(config.audit.dir, 'spool')),
+        batchRows: config.audit.batchRows,
+        flushMs: config.audit.flushMs,
+        maxQueue: config.audit.maxQueue,
+        retryMs: config.audit.retryMs,
+        observer: { written: (n, s) => observe.m?.written(n, s), failed: (n) => observe.m?.failed(n) },
+        log,
+      })
+    : undefined;
+
   const metrics = createPromMetrics({
     stats: () => backend.stats(),
     queuedRows: () => predictorRef.queuedRows(),
+    ...(l1 ? { l1: () => ({ entries: l1.size, bytes: l1.bytes }) } : {}),
+    ...(redis ? { redisConnected: () => redis.connected() } : {}),
+    ...(audit
+      ? {
+          audit: () => ({
+            queue: audit.queueDepth(),
+            spool: audit.spoolRows(),
+            connected: audit.status().database_connected,
+          }),
+        }
+      : {}),
   });
+  observe.m = metrics;
   const predictor = createPredictor({
     backend,
     batching: config.batching,
@@ -64,8 +114,23 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   });
   predictorRef.queuedRows = () => predictor.queuedRows();
 
+  const health = async () => ({
+    redis_connected: redis ? redis.connected() : false,
+    cache: cache
+      ? {
+          l1_entries: l1!.size,
+          l2: redis
+            ? redis.connected()
+              ? 'connected'
+              : `unavailable (circuit ${redis.circuit()})`
+            : 'not configured',
+        }
+      : 'off',
+    ...(audit ? audit.status() : { database_connected: false, audit_store: 'off' }),
+  });
+
   const app = createApp(
-    { registry: registry.view, predictor, metrics, isReady: () => ready && !closing },
+    { registry: registry.view, predictor, metrics, isReady: () => ready && !closing, health, cache, audit },
     {
       maxBodyBytes: config.maxBodyBytes,
       maxRowsPerRequest: config.maxRowsPerRequest,
@@ -121,6 +186,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     clearInterval(sweep);
     clearTimeout(force);
     await backend.close();
+    // Every answered request's record is written, or spooled to disk, before exit.
+    await audit?.close();
+    await redis?.close();
   };
 
   loading.catch(async (err) => {
@@ -132,6 +200,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     port,
     registry: registry.view,
     backend,
+    audit,
     ready: loading,
     close,
   };

@@ -1,0 +1,170 @@
+import { type CachedRow, createKeyer, type TieredCache, type TierName } from './cache.js';
+import type { Predictor } from './predictor.js';
+import type { ModelEntry } from './registry.js';
+import { allocate, type DType, type Tensor } from './tensor.js';
+
+export interface InferResult {
+  outputs: Record<string, Tensor>;
+  /** Per row: the cache tier that answered it, or undefined when the model ran. */
+  tiers: (TierName | undefined)[] | undefined;
+}
+
+interface Deferred {
+  promise: Promise<CachedRow>;
+  resolve: (r: CachedRow) => void;
+  reject: (e: unknown) => void;
+}
+
+function deferred(): Deferred {
+  let resolve!: (r: CachedRow) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<CachedRow>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // its waiters see the error; an unwatched one must not crash the process
+  return { promise, resolve, reject };
+}
+
+function pickRows(
+  inputs: Record<string, Tensor>,
+  rows: number,
+  pick: readonly number[],
+): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [name, t] of Object.entries(inputs)) {
+    const per = t.data.length / rows;
+    const data = allocate(t.type, pick.length * per);
+    pick.forEach((r, j) => {
+      (data as Float32Array).set((t.data as Float32Array).subarray(r * per, (r + 1) * per), j * per);
+    });
+    out[name] = { type: t.type, dims: [pick.length, ...t.dims.slice(1)], data };
+  }
+  return out;
+}
+
+function toCachedRows(outputs: Record<string, Tensor>, names: readonly string[], rows: number): CachedRow[] {
+  const result: CachedRow[] = new Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const row: CachedRow = {};
+    for (const name of names) {
+      const t = outputs[name]!;
+      const per = t.data.length / rows;
+      row[name] =
+        t.type === 'int64'
+          ? Array.from((t.data as BigInt64Array).subarray(r * per, (r + 1) * per), Number)
+          : Array.from((t.data as Float32Array).subarray(r * per, (r + 1) * per));
+    }
+    result[r] = row;
+  }
+  return result;
+}
+
+function fromCachedRows(
+  entry: ModelEntry,
+  names: readonly string[],
+  rows: readonly CachedRow[],
+): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const name of names) {
+    const info = entry.signature.outputs.find((o) => o.name === name)!;
+    const type = info.type as DType;
+    const per = rows[0]![name]!.length;
+    const inner = info.shape.slice(1).every((d) => typeof d === 'number')
+      ? (info.shape.slice(1) as number[])
+      : [per];
+    const data = allocate(type, rows.length * per);
+    rows.forEach((row, r) => {
+      const values = row[name]!;
+      if (type === 'int64')
+        for (let k = 0; k < per; k++) (data as BigInt64Array)[r * per + k] = BigInt(values[k]!);
+      else (data as Float32Array).set(values, r * per);
+    });
+    out[name] = { type, dims: [rows.length, ...inner], data };
+  }
+  return out;
+}
+
+/**
+ * Inference with the cache in front: rows found in a tier skip the model; concurrent identical misses (in
+ * one request or across requests) share one inference; what the model computes is stored in both tiers.
+ */
+export function createInference(predictor: Predictor, cache: TieredCache | undefined) {
+  const keyers = new Map<string, ReturnType<typeof createKeyer>>();
+  const inflight = new Map<string, Promise<CachedRow>>();
+
+  return {
+    async run(
+      entry: ModelEntry,
+      inputs: Record<string, Tensor>,
+      rows: number,
+      opts: { useCache: boolean; outputs: readonly string[] },
+    ): Promise<InferResult> {
+      if (!cache || !opts.useCache || !entry.batchable) {
+        return { outputs: await predictor.infer(entry, inputs, rows), tiers: undefined };
+      }
+      const keyerId = `${entry.id}\0${opts.outputs.join(',')}`;
+      let keyer = keyers.get(keyerId);
+      if (!keyer) {
+        keyer = createKeyer(
+          entry,
+          entry.signature.inputs.map((i) => i.name),
+          opts.outputs,
+        );
+        keyers.set(keyerId, keyer);
+      }
+      const keys = keyer(inputs, rows);
+      const found = await cache.get(keys);
+      const results = found.rows;
+
+      const run: number[] = [];
+      const own: Deferred[] = [];
+      const waits: [number, Promise<CachedRow>][] = [];
+      for (let i = 0; i < rows; i++) {
+        if (results[i]) continue;
+        const pending = inflight.get(keys[i]!);
+        if (pending) {
+          waits.push([i, pending]);
+          continue;
+        }
+        const d = deferred();
+        inflight.set(keys[i]!, d.promise);
+        run.push(i);
+        own.push(d);
+      }
+
+      if (run.length > 0) {
+        const allRun = run.length === rows;
+        try {
+          const outputs = await predictor.infer(
+            entry,
+            allRun ? inputs : pickRows(inputs, rows, run),
+            run.length,
+          );
+          const computed = toCachedRows(outputs, opts.outputs, run.length);
+          const store: [string, CachedRow][] = [];
+          run.forEach((i, j) => {
+            results[i] = computed[j]!;
+            own[j]!.resolve(computed[j]!);
+            store.push([keys[i]!, computed[j]!]);
+          });
+          cache.set(store);
+          if (allRun) {
+            const selected: Record<string, Tensor> = {};
+            for (const name of opts.outputs) selected[name] = outputs[name]!;
+            return { outputs: selected, tiers: found.tiers };
+          }
+        } catch (err) {
+          for (const d of own) d.reject(err);
+          throw err;
+        } finally {
+          for (const i of run) inflight.delete(keys[i]!);
+        }
+      }
+      for (const [i, p] of waits) results[i] = await p;
+      return { outputs: fromCachedRows(entry, opts.outputs, results as CachedRow[]), tiers: found.tiers };
+    },
+  };
+}
+
+export type Inference = ReturnType<typeof createInference>;

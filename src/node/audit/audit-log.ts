@@ -1,0 +1,153 @@
+import type { AuditRecord, AuditSink } from '../../core/audit.js';
+import type { AuditStore } from './schema.js';
+import type { Spool } from './spool.js';
+
+export interface AuditObserver {
+  written(rows: number, seconds: number): void;
+  failed(rows: number): void;
+}
+
+export interface AuditLogOptions {
+  store: AuditStore;
+  spool: Spool;
+  /** Records per INSERT. */
+  batchRows: number;
+  /** Flush at least this often (ms). */
+  flushMs: number;
+  /** Most records held in memory; past it, records go straight to the spool. */
+  maxQueue: number;
+  /** How often to try the database again while it is down (ms). */
+  retryMs: number;
+  observer?: AuditObserver;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+const asArray = (lines: readonly string[]) => `[${lines.join(',')}]`;
+
+/**
+ * Every answered prediction's record, written in batches and never awaited by the request. Records queue in
+ * memory and go to the store by size or time; when the store fails they go to the spool, in order, and are
+ * replayed once it answers again.
+ */
+export function createAuditLog(opts: AuditLogOptions) {
+  const { store, spool, observer, log } = opts;
+  let queue: string[] = [];
+  let overflow: string[] = [];
+  let dbUp = false;
+  let lastError: string | null = null;
+  let flushing: Promise<void> | undefined;
+  let recovering: Promise<void> | undefined;
+  let closed = false;
+
+  const write = async (lines: readonly string[]) => {
+    const started = performance.now();
+    await store.insert(asArray(lines));
+    observer?.written(lines.length, (performance.now() - started) / 1000);
+  };
+
+  const down = (err: unknown, rows: number) => {
+    if (dbUp)
+      log?.('warn', 'audit store unavailable: spooling', { error: String((err as Error)?.message ?? err) });
+    dbUp = false;
+    lastError = String((err as Error)?.message ?? err);
+    observer?.failed(rows);
+  };
+
+  /** Connect (or reconnect), create the schema, then replay the spool. */
+  const recover = () => {
+    // The reset must run after the assignment, even when the body finishes at once: hence .finally.
+    recovering ??= (async () => {
+      try {
+        await store.init();
+        const replayed = await spool.replay((lines) => write(lines));
+        if (!dbUp) log?.('info', 'audit store available', { store: store.kind, replayed });
+        dbUp = true;
+        lastError = null;
+      } catch (err) {
+        down(err, 0);
+      }
+    })().finally(() => {
+      recovering = undefined;
+    });
+    return recovering;
+  };
+
+  const flush = (): Promise<void> => {
+    flushing ??= (async () => {
+      if (overflow.length > 0) {
+        const lines = overflow;
+        overflow = [];
+        await spool.append(lines);
+      }
+      // Still connecting (PGlite's first start runs initdb): hold records rather than spool them all.
+      if (!dbUp && recovering && !closed && queue.length < opts.maxQueue) return;
+      while (queue.length > 0) {
+        const batch = queue.slice(0, opts.batchRows);
+        queue = queue.slice(batch.length);
+        if (dbUp) {
+          try {
+            await write(batch);
+            continue;
+          } catch (err) {
+            down(err, batch.length);
+          }
+        }
+        await spool.append(batch);
+      }
+    })().finally(() => {
+      flushing = undefined;
+    });
+    return flushing;
+  };
+
+  const ticker = setInterval(
+    () => {
+      if (!dbUp && !closed) void recover();
+      void flush().catch((err) => log?.('error', 'audit flush failed', { error: String(err) }));
+    },
+    Math.min(opts.flushMs, opts.retryMs),
+  );
+  ticker.unref();
+  const ready = recover();
+
+  const sink: AuditSink = {
+    record(r: AuditRecord) {
+      const line = JSON.stringify(r);
+      if (queue.length >= opts.maxQueue) {
+        overflow.push(line);
+        if (overflow.length === 1) setImmediate(() => void flush());
+        return;
+      }
+      queue.push(line);
+      if (queue.length === opts.batchRows) setImmediate(() => void flush());
+    },
+  };
+
+  return Object.assign(sink, {
+    /** Resolves after the first connection attempt (and spool replay), whatever its outcome. */
+    ready,
+    flush,
+    recover,
+    status: () => ({
+      database_connected: dbUp,
+      audit_store: store.kind,
+      audit_queue: queue.length + overflow.length,
+      audit_spool_rows: spool.rows,
+      ...(lastError ? { audit_error: lastError } : {}),
+    }),
+    queueDepth: () => queue.length + overflow.length,
+    spoolRows: () => spool.rows,
+    /** Write or spool everything still held, then let go of the store. */
+    async close() {
+      closed = true;
+      clearInterval(ticker);
+      await recovering;
+      await flush();
+      if (dbUp && spool.rows > 0) await recover();
+      await spool.sync();
+      await store.close();
+    },
+  });
+}
+
+export type AuditLog = ReturnType<typeof createAuditLog>;

@@ -1,0 +1,64 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { PgliteReply, PgliteRequest } from '../../../workers/pglite-protocol.js';
+import type { AuditStore } from './schema.js';
+
+function workerFile(): string {
+  const here = import.meta.url;
+  const url = here.endsWith('.ts')
+    ? new URL('../../../dist/workers/pglite-worker.js', here)
+    : new URL('../../../workers/pglite-worker.js', here);
+  const file = fileURLToPath(url);
+  if (!existsSync(file)) throw new Error(`worker script ${file} is missing: run npm run build`);
+  return file;
+}
+
+/**
+ * The embedded default: PGlite (Postgres compiled to WASM) with its data in `dir`. It runs in a worker
+ * thread of its own: PGlite executes synchronously, and a 1,000-row insert took 20-30 ms on this machine,
+ * time the event loop would otherwise lose.
+ */
+export function createPgliteStore(opts: { dir: string }): AuditStore {
+  const worker = new Worker(workerFile(), { workerData: { dir: opts.dir } });
+  worker.unref();
+  let next = 0;
+  const waiting = new Map<number, { resolve: (v: PgliteReply) => void; reject: (e: Error) => void }>();
+  worker.on('message', (reply: PgliteReply) => {
+    const w = waiting.get(reply.id);
+    waiting.delete(reply.id);
+    if (!w) return;
+    if (reply.error !== undefined) w.reject(new Error(reply.error));
+    else w.resolve(reply);
+  });
+  worker.on('error', (err) => {
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  });
+  const ask = (req: Omit<PgliteRequest, 'id'>) =>
+    new Promise<PgliteReply>((resolve, reject) => {
+      const id = next++;
+      waiting.set(id, { resolve, reject });
+      worker.ref();
+      worker.postMessage({ ...req, id });
+    }).finally(() => {
+      if (waiting.size === 0) worker.unref();
+    });
+
+  return {
+    kind: 'pglite',
+    async init() {
+      await ask({ op: 'init' });
+    },
+    async insert(jsonArray) {
+      return (await ask({ op: 'insert', json: jsonArray })).count ?? 0;
+    },
+    async query<T>(sql: string, params?: unknown[]) {
+      return ((await ask({ op: 'query', sql, params })).rows ?? []) as T[];
+    },
+    async close() {
+      await ask({ op: 'close' }).catch(() => {});
+      await worker.terminate();
+    },
+  };
+}

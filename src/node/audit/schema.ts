@@ -1,0 +1,43 @@
+/** The audit table, the same SQL for Postgres and the embedded PGlite store. */
+export const AUDIT_TABLE = 'prediction_audit';
+
+export const SCHEMA_SQL = `
+CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
+  id            uuid PRIMARY KEY,
+  request_id    text NOT NULL,
+  time          timestamptz NOT NULL,
+  route         text NOT NULL,
+  model         text NOT NULL,
+  model_version text NOT NULL,
+  model_sha256  text NOT NULL,
+  input         jsonb NOT NULL,
+  output        jsonb NOT NULL,
+  rows          integer NOT NULL,
+  latency_ms    double precision NOT NULL,
+  cache         text,
+  status        smallint NOT NULL,
+  client_id     text
+);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_time_idx ON ${AUDIT_TABLE} (time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_model_idx ON ${AUDIT_TABLE} (model, model_version, time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_request_idx ON ${AUDIT_TABLE} (request_id);
+`;
+
+/**
+ * Insert a JSON array of records in one statement. Replays are idempotent: a record already written (same
+ * id) is skipped, so a flush retried after a crash never duplicates.
+ */
+export const INSERT_SQL = `
+INSERT INTO ${AUDIT_TABLE}
+SELECT * FROM jsonb_populate_recordset(NULL::${AUDIT_TABLE}, $1::jsonb)
+ON CONFLICT (id) DO NOTHING`;
+
+export interface AuditStore {
+  readonly kind: 'postgres' | 'pglite';
+  /** Create the schema; throws when the store cannot be reached. */
+  init(): Promise<void>;
+  /** Insert records given as a JSON array text; returns how many were new. */
+  insert(jsonArray: string): Promise<number>;
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,15 @@
+/** Messages between the main thread and the PGlite worker. */
+export interface PgliteRequest {
+  id: number;
+  op: 'init' | 'insert' | 'query' | 'close';
+  json?: string;
+  sql?: string;
+  params?: unknown[];
+}
+
+export interface PgliteReply {
+  id: number;
+  error?: string;
+  count?: number;
+  rows?: unknown[];
+}
