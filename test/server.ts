@@ -26,7 +26,10 @@ export function client(base: string) {
 /** A real server on a free port with the real worker pool; env overrides as the process would read them. */
 export async function startTestServer(env: Record<string, string> = {}) {
   const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
-  const server = await startServer(loadConfig({ PORT: '0', POOL_SIZE: '2', AUDIT_DIR: auditDir, ...env }));
+  // Audit is off unless a test asks for it: PGlite's first start (initdb) costs seconds of CPU.
+  const server = await startServer(
+    loadConfig({ PORT: '0', POOL_SIZE: '2', AUDIT: 'off', AUDIT_DIR: auditDir, ...env }),
+  );
   await server.ready;
   return Object.assign(server, client(server.url)) as RunningServer & ReturnType<typeof client>;
 }

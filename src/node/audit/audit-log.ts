@@ -38,6 +38,8 @@ export function createAuditLog(opts: AuditLogOptions) {
   let flushing: Promise<void> | undefined;
   let recovering: Promise<void> | undefined;
   let closed = false;
+  /** True until the first connection attempt ends: records wait in memory rather than go to the spool. */
+  let starting = true;
 
   const write = async (lines: readonly string[]) => {
     const started = performance.now();
@@ -53,12 +55,12 @@ export function createAuditLog(opts: AuditLogOptions) {
     observer?.failed(rows);
   };
 
-  /** Connect (or reconnect), create the schema, then replay the spool. */
+  /** Connect (or reconnect) and create the schema if the store was down, then replay the spool. */
   const recover = () => {
     // The reset must run after the assignment, even when the body finishes at once: hence .finally.
     recovering ??= (async () => {
       try {
-        await store.init();
+        if (!dbUp) await store.init();
         const replayed = await spool.replay((lines) => write(lines));
         if (!dbUp) log?.('info', 'audit store available', { store: store.kind, replayed });
         dbUp = true;
@@ -68,6 +70,7 @@ export function createAuditLog(opts: AuditLogOptions) {
       }
     })().finally(() => {
       recovering = undefined;
+      starting = false;
     });
     return recovering;
   };
@@ -80,7 +83,7 @@ export function createAuditLog(opts: AuditLogOptions) {
         await spool.append(lines);
       }
       // Still connecting (PGlite's first start runs initdb): hold records rather than spool them all.
-      if (!dbUp && recovering && !closed && queue.length < opts.maxQueue) return;
+      if (!dbUp && starting && !closed && queue.length < opts.maxQueue) return;
       while (queue.length > 0) {
         const batch = queue.slice(0, opts.batchRows);
         queue = queue.slice(batch.length);
@@ -102,7 +105,8 @@ export function createAuditLog(opts: AuditLogOptions) {
 
   const ticker = setInterval(
     () => {
-      if (!dbUp && !closed) void recover();
+      // Down: try again. Up with a spool (records spooled while a replay ran): replay them too.
+      if (!closed && (!dbUp || spool.rows > 0)) void recover();
       void flush().catch((err) => log?.('error', 'audit flush failed', { error: String(err) }));
     },
     Math.min(opts.flushMs, opts.retryMs),
