@@ -19,6 +19,10 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY models ./models
+# The audit spool and, without DATABASE_URL, the embedded PGlite store live here.
+RUN mkdir -p /data && chown node:node /data
+ENV AUDIT_DIR=/data
+VOLUME /data
 USER node
 EXPOSE 8000
 # Ready only once every model is loaded and warmed in every worker.

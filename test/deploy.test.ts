@@ -57,15 +57,29 @@ describe('Dockerfile', () => {
 
 describe('docker-compose.yml', () => {
   const compose = parse(read('docker-compose.yml'));
-  it('sets only variables the server reads, and publishes its port', () => {
+  it('sets only variables the server reads, points them at its own services, and publishes its port', () => {
     const env = compose.services.api.environment as Record<string, string>;
+    expect(new URL(env.REDIS_URL!).host).toBe('redis:6379');
+    const db = new URL(env.DATABASE_URL!);
+    const pgEnv = compose.services.postgres.environment;
+    expect([db.host, db.username, db.password, db.pathname]).toEqual([
+      'postgres:5432',
+      pgEnv.POSTGRES_USER,
+      pgEnv.POSTGRES_PASSWORD,
+      `/${pgEnv.POSTGRES_DB}`,
+    ]);
+    expect(compose.services.api.volumes.some((v: string) => v.endsWith(`:${env.AUDIT_DIR}`))).toBe(true);
     for (const k of Object.keys(env)) expect(CONFIG_VARIABLES, k).toContain(k);
     expect(compose.services.api.ports).toContain(`${env.PORT}:${env.PORT}`);
     expect(() => loadConfig(env)).not.toThrow();
   });
-  it('mounts files that exist, and Prometheus scrapes the api service on its port', () => {
+  it('mounts files that exist (or named volumes it declares), and Prometheus scrapes the api on its port', () => {
     for (const svc of Object.values(compose.services) as { volumes?: string[] }[]) {
-      for (const v of svc.volumes ?? []) expect(existsSync(join(ROOT, v.split(':')[0]!)), v).toBe(true);
+      for (const v of svc.volumes ?? []) {
+        const source = v.split(':')[0]!;
+        if (source.startsWith('.')) expect(existsSync(join(ROOT, source)), v).toBe(true);
+        else expect(Object.keys(compose.volumes), v).toContain(source);
+      }
     }
     const prom = parse(read('monitoring/prometheus.yml'));
     expect(prom.scrape_configs[0].static_configs[0].targets).toEqual([
@@ -101,6 +115,12 @@ describe('deploy/k8s', () => {
       deployment.spec.template.spec.terminationGracePeriodSeconds,
     );
   });
+  it('mounts a writable volume at AUDIT_DIR (the root filesystem is read-only)', () => {
+    const mount = container.volumeMounts.find((m: { mountPath: string }) => m.mountPath === env.AUDIT_DIR);
+    expect(mount).toBeDefined();
+    expect(deployment.spec.template.spec.volumes.map((v: { name: string }) => v.name)).toContain(mount.name);
+  });
+
   it('selects its own pods everywhere', () => {
     for (const d of docs.filter((d) => d.spec?.selector)) {
       const sel = d.spec.selector.matchLabels ?? d.spec.selector;

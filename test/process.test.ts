@@ -4,14 +4,16 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createPgliteStore } from '../src/node/audit/pglite-store.js';
 import { loadConfig } from '../src/node/config.js';
 import { client, json } from './server.js';
 
 const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'node', 'main.js');
 
-function start(env: Record<string, string>) {
+/** `npm start` in a child process; audit off unless asked for, with a directory of its own. */
+function start(env: Record<string, string>, auditDir = mkdtempSync(join(tmpdir(), 'audit-'))) {
   const child = spawn(process.execPath, [MAIN], {
-    env: { ...process.env, PORT: '0', ...env },
+    env: { ...process.env, PORT: '0', AUDIT: 'off', AUDIT_DIR: auditDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -47,6 +49,27 @@ describe('process', () => {
     expect(server.output()).toMatch(/"msg":"stopped"/);
     await expect(fetch(`${await server.url}/health/live`)).rejects.toThrow();
   });
+
+  it('by default audits into the embedded PGlite store, with no database configured', async () => {
+    const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
+    const server = start({ AUDIT: 'on', DATABASE_URL: '' }, auditDir);
+    const api = client(await server.url);
+    await expect
+      .poll(async () => (await json(await api.get('/health'))).database_connected, {
+        timeout: 60_000,
+        interval: 250,
+      })
+      .toBe(true);
+    expect((await json(await api.get('/health'))).audit_store).toBe('pglite');
+    for (let i = 0; i < 5; i++)
+      expect((await api.post('/predict', { features: [i, 1, 1, 1, 1, 1, 1] })).status).toBe(200);
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    const store = createPgliteStore({ dir: join(auditDir, 'pglite') });
+    await store.init();
+    expect(await store.query('SELECT count(*)::int AS n FROM prediction_audit')).toEqual([{ n: 5 }]);
+    await store.close();
+  }, 90_000);
 
   it('refuses to start on an invalid setting, naming the variable', async () => {
     const server = start({ POOL_SIZE: 'lots', BATCH_MAX_DELAY_MS: '-1' });
