@@ -128,13 +128,13 @@ export async function load(opts: {
     duration: opts.seconds,
     requests: [
       {
-        setupRequest: (req: Record<string, unknown>) => {
+        setupRequest: (req) => {
           req.body = opts.body();
           return req;
         },
       },
     ],
-  } as autocannon.Options);
+  });
   const wall = (performance.now() - started) / 1000;
   const cpu1 = opts.serverPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const self = process.cpuUsage(self0);
