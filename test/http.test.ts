@@ -37,6 +37,10 @@ describe('POST /predict', () => {
     expect(body.probabilities.stays).toBeCloseTo(want[0]!, 5);
     expect(body.probabilities.churns).toBeCloseTo(want[1]!, 5);
     expect(body.label).toBe(churn2.labels[body.prediction]);
+    // float32 carries ~7 significant digits: /predict prints probabilities to 7 decimal places.
+    for (const p of [body.probability, ...Object.values(body.probabilities as Record<string, number>)]) {
+      expect(Math.round(p * 1e7) / 1e7).toBe(p);
+    }
     expect(body.request_id).toMatch(/^[0-9a-f-]{36}$/);
     expect(typeof body.latency_ms).toBe('number');
     expect(Number.isNaN(Date.parse(body.timestamp))).toBe(false);

@@ -12,6 +12,12 @@ export interface RowPrediction {
   probabilities?: Record<string, number>;
 }
 
+/**
+ * Probabilities to 7 decimal places: a float32 holds about 7 significant digits, so its 17-digit double
+ * form (0.16040760278701782) is noise that costs bytes and formatting time. /v2 returns outputs exactly.
+ */
+const round7 = (v: number) => Math.round(v * 1e7) / 1e7;
+
 /** Turn a tabular model's outputs for `rows` rows into one result per row. */
 export function toRowPredictions(
   entry: ModelEntry,
@@ -39,9 +45,9 @@ export function toRowPredictions(
     if (probs) {
       const p = probs.data as Float32Array;
       const base = r * classes;
-      result.probability = classes === 2 ? p[base + 1]! : p[base + prediction]!;
+      result.probability = round7(classes === 2 ? p[base + 1]! : p[base + prediction]!);
       const all: Record<string, number> = {};
-      for (let c = 0; c < classes; c++) all[keys[c]!] = p[base + c]!;
+      for (let c = 0; c < classes; c++) all[keys[c]!] = round7(p[base + c]!);
       result.probabilities = all;
     }
     results[r] = result;
