@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BAD_INPUT_CASES, SEED_FEATURES } from './cases/bad-input.js';
 import { referenceModel, rows } from './reference.js';
 import { json, startTestServer } from './server.js';
 
@@ -10,15 +11,6 @@ afterAll(() => server.close());
 
 const churn2 = referenceModel('churn', '2');
 const churn1 = referenceModel('churn', '1');
-const SEED_FEATURES = {
-  tenure_months: 48,
-  monthly_charges: 120.0,
-  total_charges: 5760.0,
-  contract_length: 24,
-  num_products: 4,
-  support_tickets: 2,
-  satisfaction_score: 3.5,
-};
 const named = (features: string[], row: number[]) => Object.fromEntries(features.map((f, i) => [f, row[i]!]));
 
 describe('POST /predict', () => {
@@ -138,110 +130,7 @@ describe('POST /predict/batch', () => {
 });
 
 describe('bad input gets a 4xx with a JSON error naming the field', () => {
-  const cases: [string, string, unknown, number, string, string | undefined][] = [
-    ['malformed JSON', '/predict', '{"features": {', 400, 'ERR_BAD_JSON', 'body'],
-    ['missing features', '/predict', { use_cache: true }, 422, 'ERR_VALIDATION', 'features'],
-    [
-      'a missing feature',
-      '/predict',
-      { features: { ...SEED_FEATURES, satisfaction_score: undefined } },
-      422,
-      'ERR_FEATURE_MISSING',
-      'features.satisfaction_score',
-    ],
-    [
-      'an unknown feature',
-      '/predict',
-      { features: { ...SEED_FEATURES, age: 3 } },
-      422,
-      'ERR_FEATURE_UNKNOWN',
-      'features.age',
-    ],
-    [
-      'a string value',
-      '/predict',
-      { features: { ...SEED_FEATURES, tenure_months: '24' } },
-      422,
-      'ERR_INPUT_TYPE',
-      'features.tenure_months',
-    ],
-    [
-      'a null value',
-      '/predict',
-      { features: { ...SEED_FEATURES, tenure_months: null } },
-      422,
-      'ERR_INPUT_TYPE',
-      'features.tenure_months',
-    ],
-    [
-      'Infinity (1e400)',
-      '/predict',
-      '{"features": [1e400, 1, 1, 1, 1, 1, 1]}',
-      422,
-      'ERR_INPUT_VALUE',
-      'features[0]',
-    ],
-    ['NaN', '/predict', '{"features": [NaN, 1, 1, 1, 1, 1, 1]}', 400, 'ERR_BAD_JSON', 'body'],
-    [
-      'beyond float32',
-      '/predict',
-      { features: [1, 1, 1, 1, 1, 1, 1e39] },
-      422,
-      'ERR_INPUT_VALUE',
-      'features[6]',
-    ],
-    ['too few values', '/predict', { features: [1, 2, 3] }, 422, 'ERR_INPUT_SHAPE', 'features'],
-    ['features of the wrong type', '/predict', { features: 'x' }, 422, 'ERR_INPUT_TYPE', 'features'],
-    ['an unknown model', '/predict', { model: 'nope', features: [1] }, 404, 'ERR_MODEL_NOT_FOUND', 'model'],
-    [
-      'an unknown version',
-      '/predict',
-      { version: '7', features: SEED_FEATURES },
-      404,
-      'ERR_VERSION_NOT_FOUND',
-      'version',
-    ],
-    [
-      'a model field of the wrong type',
-      '/predict',
-      { model: 5, features: SEED_FEATURES },
-      422,
-      'ERR_VALIDATION',
-      'model',
-    ],
-    [
-      'named features unknown to the model',
-      '/predict',
-      { model: 'fraud', features: { a: 1 } },
-      422,
-      'ERR_FEATURE_UNKNOWN',
-      'features.a',
-    ],
-    [
-      'a bad row deep in a batch',
-      '/predict/batch',
-      { requests: [{ features: SEED_FEATURES }, { features: { ...SEED_FEATURES, num_products: 'two' } }] },
-      422,
-      'ERR_INPUT_TYPE',
-      'requests[1].features.num_products',
-    ],
-    ['an empty batch', '/predict/batch', { requests: [] }, 422, 'ERR_VALIDATION', 'requests'],
-    ['neither requests nor instances', '/predict/batch', { rows: [] }, 422, 'ERR_VALIDATION', 'requests'],
-    [
-      'a ragged instance',
-      '/predict/batch',
-      {
-        instances: [
-          [1, 2, 3, 4, 5, 6, 7],
-          [1, 2],
-        ],
-      },
-      422,
-      'ERR_INPUT_SHAPE',
-      'instances[1]',
-    ],
-  ];
-  for (const [what, path, body, status, code, field] of cases) {
+  for (const [what, path, body, status, code, field] of BAD_INPUT_CASES) {
     it(what, async () => {
       const res = await server.post(path, body);
       expect(res.status).toBe(status);

@@ -152,6 +152,26 @@ export async function load(opts: {
   };
 }
 
+function cpuTimes(): { idle: number; total: number } {
+  const parts = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { idle: parts[3]! + parts[4]!, total: parts.reduce((a, b) => a + b, 0) };
+}
+
+/**
+ * Wait until the machine is mostly idle (at least `idleShare` of the CPU over 500 ms), at most `maxMs`: work
+ * a server left behind (a peer's background database writes, say) must not land on the next run.
+ */
+export async function settle(idleShare = 0.85, maxMs = 15_000): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    const a = cpuTimes();
+    await new Promise((r) => setTimeout(r, 500));
+    const b = cpuTimes();
+    const idle = (b.idle - a.idle) / Math.max(1, b.total - a.total);
+    if (idle >= idleShare || Date.now() - started > maxMs) return Date.now() - started;
+  }
+}
+
 export const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { batchBodies, hotSetBody, uniquePredictBody, zipfBody } from './bodies.js';
 import { renderChart } from './chart.js';
-import { groupPids, type LoadResult, load, median, type Proc, startProcess } from './harness.js';
+import { groupPids, type LoadResult, load, median, type Proc, settle, startProcess } from './harness.js';
 
 const quick = process.argv.includes('--quick');
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -240,6 +240,7 @@ try {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const sc of scenarios) {
         const p = running.get(sc.server)!;
+        await settle();
         const before = sc.server === 'core' ? await cacheCounts(p.url) : undefined;
         const r = await load({
           url: p.url,
@@ -384,7 +385,7 @@ if (!quick) {
     `Made by \`${command}\` on ${report.finished.slice(0, 16).replace('T', ' ')} UTC, commit ${machine.commit}: ${machine.cpus}, ${machine.memoryGiB} GiB, Node ${machine.node}.`,
   );
   lines.push(
-    `Load: ${machine.loadGenerator}. Each figure is the median of ${ROUNDS} runs of ${SECONDS} s (min–max beside it); every scenario ran once per round, in turn, after a ${WARMUP} s warm-up. All runs and their CPU and memory figures are in \`results/latest.json\`.`,
+    `Load: ${machine.loadGenerator}. Each figure is the median of ${ROUNDS} runs of ${SECONDS} s (min–max beside it); every scenario ran once per round, in turn, after a ${WARMUP} s warm-up, and each run waited for the machine to be ≥ 85 % idle first. All runs and their CPU and memory figures are in \`results/latest.json\`.`,
     '',
   );
   lines.push('## Targets', '', '| target | measured | goal | result | detail |', '|---|---|---|---|---|');

@@ -3,7 +3,7 @@
  * the Piscina pool, onnxruntime-web in workerd). Outputs are checked against the models' own weights.
  */
 import { describe, expect, it } from 'vitest';
-import { referenceModel, rows } from '../../test/reference.js';
+import { type ReferenceModel, rows } from '../../test/reference-core.js';
 import type { InferenceBackend, ModelSource } from './backend.js';
 
 export interface BackendCase {
@@ -13,6 +13,8 @@ export interface BackendCase {
     models: ModelSource[],
   ): Promise<{ backend: InferenceBackend; signatures: Awaited<ReturnType<InferenceBackend['load']>> }>;
   models: ModelSource[];
+  /** The reference for a shipped model, computed from its weights. */
+  reference: (name: string, version: string) => ReferenceModel;
 }
 
 const SHIPPED = [
@@ -43,7 +45,7 @@ export function runBackendContract(c: BackendCase) {
 
     for (const [name, version, features, classes] of SHIPPED) {
       it(`runs ${name}@${version} on a batch and matches the weights`, async () => {
-        const ref = referenceModel(name, version);
+        const ref = c.reference(name, version);
         const batch = rows(37, features, features * 31 + Number(version));
         const out = await ctx.backend.run(`${name}@${version}`, {
           float_input: {

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { MODELS_DIR } from '../../test/reference.js';
+import { MODELS_DIR, referenceModel } from '../../test/reference.js';
 import { runBackendContract } from '../core/backend.case.js';
 import { createOrtBackend } from './ort-backend.js';
 import { createPoolBackend } from './pool-backend.js';
@@ -12,6 +12,7 @@ const models = ['churn/1', 'churn/2', 'classifier-10/1', 'fraud/1', 'iris/1', 'm
 runBackendContract({
   name: 'onnxruntime-node in-process',
   models,
+  reference: referenceModel,
   async create(ms) {
     const backend = createOrtBackend();
     return { backend, signatures: await backend.load(ms) };
@@ -21,6 +22,7 @@ runBackendContract({
 runBackendContract({
   name: 'piscina pool of onnxruntime-node workers',
   models,
+  reference: referenceModel,
   async create(ms) {
     const backend = createPoolBackend({ size: 2 });
     return { backend, signatures: await backend.load(ms) };

@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
-import type { Dim, InferenceBackend, ModelSignature, ModelSource, TensorInfo } from '../core/backend.js';
-import { allocate, type DType, isDType, type Tensor } from '../core/tensor.js';
+import type { InferenceBackend, ModelSignature, ModelSource } from '../core/backend.js';
+import { signatureOf, warmupTensors } from '../core/ort-signature.js';
+import type { DType, Tensor } from '../core/tensor.js';
 
 export interface OrtBackendOptions {
   /** Threads one session may use for one run. 1 = no oversubscription when several workers share the cores. */
@@ -9,33 +10,10 @@ export interface OrtBackendOptions {
   warmup?: boolean;
 }
 
-function toInfo(meta: ort.InferenceSession.ValueMetadata): TensorInfo {
-  if (!meta.isTensor) return { name: meta.name, type: undefined, shape: [] };
-  const shape: Dim[] = meta.shape.map((d) =>
-    typeof d === 'number' && d >= 0 ? d : typeof d === 'string' && d ? d : null,
-  );
-  return { name: meta.name, type: isDType(meta.type) ? meta.type : undefined, shape };
-}
-
-function signatureOf(session: ort.InferenceSession): ModelSignature {
-  return { inputs: session.inputMetadata.map(toInfo), outputs: session.outputMetadata.map(toInfo) };
-}
-
-function warmupFeeds(sig: ModelSignature): Record<string, ort.Tensor> | undefined {
+function toFeeds(inputs: Record<string, Tensor>): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
-  for (const input of sig.inputs) {
-    if (!input.type) return undefined;
-    const dims = input.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : Number.NaN));
-    if (dims.some(Number.isNaN)) return undefined;
-    feeds[input.name] = new ort.Tensor(
-      input.type,
-      allocate(
-        input.type,
-        dims.reduce((a, b) => a * b, 1),
-      ),
-      dims,
-    );
-  }
+  for (const [name, t] of Object.entries(inputs))
+    feeds[name] = new ort.Tensor(t.type, t.data as Float32Array, t.dims);
   return feeds;
 }
 
@@ -61,10 +39,8 @@ export function createOrtBackend(options: OrtBackendOptions = {}): InferenceBack
             ? await ort.InferenceSession.create(source, sessionOptions)
             : await ort.InferenceSession.create(source, sessionOptions);
         const sig = signatureOf(session);
-        if (options.warmup !== false) {
-          const feeds = warmupFeeds(sig);
-          if (feeds) await session.run(feeds);
-        }
+        const warm = options.warmup !== false ? warmupTensors(sig) : undefined;
+        if (warm) await session.run(toFeeds(warm));
         await sessions.get(m.id)?.release();
         sessions.set(m.id, session);
         signatures.set(m.id, sig);
@@ -74,14 +50,7 @@ export function createOrtBackend(options: OrtBackendOptions = {}): InferenceBack
     async run(modelId: string, inputs: Record<string, Tensor>) {
       const session = sessions.get(modelId);
       if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(inputs)) {
-        feeds[name] =
-          t.type === 'bool'
-            ? new ort.Tensor('bool', t.data as Uint8Array, t.dims)
-            : new ort.Tensor(t.type, t.data as Float32Array, t.dims);
-      }
-      const results = await session.run(feeds);
+      const results = await session.run(toFeeds(inputs));
       const out: Record<string, Tensor> = {};
       for (const [name, value] of Object.entries(results)) {
         const tensor = value as ort.Tensor;
