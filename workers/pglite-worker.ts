@@ -1,7 +1,7 @@
 /** Owns the embedded PGlite database, off the main thread. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite } from '@electric-sql/pglite';
-import { INSERT_SQL, SCHEMA_SQL } from '../src/node/audit/schema.js';
+import { INSERT_SQL, SCHEMA_SQL } from '../src/core/audit-sql.js';
 import type { PgliteReply, PgliteRequest } from './pglite-protocol.js';
 
 const { dir } = workerData as { dir: string };

@@ -9,6 +9,7 @@ import { createMemoryTier, createTieredCache } from '../../src/core/cache.js';
 import { noopMetrics } from '../../src/core/metrics.js';
 import { createPredictor } from '../../src/core/predictor.js';
 import { createRegistry, describeModel, type ModelMetadata } from '../../src/core/registry.js';
+import { consumeAuditBatch } from './audit-consumer.js';
 import { createQueueAuditSink } from './audit-queue.js';
 import { createCacheApiTier } from './cache-api-tier.js';
 import { BUNDLED } from './models.js';
@@ -18,6 +19,8 @@ export interface Env {
   /** Models too large to bundle: `models/<name>/<version>/model.onnx` (and `model.json`) in this bucket. */
   MODELS?: R2Bucket;
   AUDIT_QUEUE?: Queue<AuditRecord>;
+  /** Postgres for the audit queue's consumer. */
+  HYPERDRIVE?: Hyperdrive;
   DEFAULT_MODEL?: string;
   CACHE_TTL_SECONDS?: string;
 }
@@ -122,4 +125,7 @@ export default {
     ctx.waitUntil(s.audit.flush());
     return response;
   },
-} satisfies ExportedHandler<Env>;
+  async queue(batch, env, _ctx) {
+    await consumeAuditBatch(batch as MessageBatch<AuditRecord>, env.HYPERDRIVE?.connectionString);
+  },
+} satisfies ExportedHandler<Env, AuditRecord>;

@@ -120,40 +120,30 @@ export function createMemoryTier(opts: MemoryTierOptions) {
 
 export type MemoryTier = ReturnType<typeof createMemoryTier>;
 
-export interface Lookup {
-  rows: (CachedRow | undefined)[];
-  tiers: (TierName | undefined)[];
-}
-
-/** L1 first (synchronously); what it misses goes to L2 in one call; L2 hits are copied into L1. */
+/** L1 (synchronous) in front of an optional L2; what L2 has is copied into L1. */
 export function createTieredCache(l1: MemoryTier, l2?: CacheTier, observer?: CacheObserver) {
   return {
     l1,
     l2,
-    async get(keys: readonly string[]): Promise<Lookup> {
+    /** L1 only, synchronously. */
+    local(keys: readonly string[]): (CachedRow | undefined)[] {
       const rows = l1.getSync(keys);
-      const tiers: (TierName | undefined)[] = rows.map((r) => (r ? 'l1' : undefined));
-      const missing: number[] = [];
-      rows.forEach((r, i) => {
-        if (!r) missing.push(i);
+      let hits = 0;
+      for (const r of rows) if (r) hits++;
+      observer?.lookup('l1', hits, keys.length - hits);
+      return rows;
+    },
+    /** L2 only (one call for all keys); hits are copied into L1. */
+    async remote(keys: readonly string[]): Promise<(CachedRow | undefined)[]> {
+      if (!l2 || keys.length === 0) return keys.map(() => undefined);
+      const found = await l2.getMany(keys);
+      const promote: [string, CachedRow][] = [];
+      found.forEach((row, j) => {
+        if (row) promote.push([keys[j]!, row]);
       });
-      observer?.lookup('l1', keys.length - missing.length, missing.length);
-      if (l2 && missing.length > 0) {
-        const found = await l2.getMany(missing.map((i) => keys[i]!));
-        const promote: [string, CachedRow][] = [];
-        let hits = 0;
-        found.forEach((row, j) => {
-          if (!row) return;
-          const i = missing[j]!;
-          rows[i] = row;
-          tiers[i] = 'l2';
-          promote.push([keys[i]!, row]);
-          hits++;
-        });
-        l1.setMany(promote);
-        observer?.lookup('l2', hits, missing.length - hits);
-      }
-      return { rows, tiers };
+      l1.setMany(promote);
+      observer?.lookup('l2', promote.length, keys.length - promote.length);
+      return found;
     },
     set(entries: readonly [string, CachedRow][]) {
       if (entries.length === 0) return;

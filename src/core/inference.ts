@@ -114,10 +114,12 @@ export function createInference(predictor: Predictor, cache: TieredCache | undef
         keyers.set(keyerId, keyer);
       }
       const keys = keyer(inputs, rows);
-      const found = await cache.get(keys);
-      const results = found.rows;
+      const results = cache.local(keys);
+      const tiers: (TierName | undefined)[] = results.map((r) => (r ? 'l1' : undefined));
 
-      const run: number[] = [];
+      // Claim every missing row before any await: a request that misses L1 while another computes (or looks
+      // up) the same row waits for that one, whatever the tiers answer in between.
+      const claimed: number[] = [];
       const own: Deferred[] = [];
       const waits: [number, Promise<CachedRow>][] = [];
       for (let i = 0; i < rows; i++) {
@@ -129,9 +131,31 @@ export function createInference(predictor: Predictor, cache: TieredCache | undef
         }
         const d = deferred();
         inflight.set(keys[i]!, d.promise);
-        run.push(i);
+        claimed.push(i);
         own.push(d);
       }
+
+      const run: number[] = [];
+      const runDeferreds: Deferred[] = [];
+      try {
+        const remote = await cache.remote(claimed.map((i) => keys[i]!));
+        claimed.forEach((i, j) => {
+          const row = remote[j];
+          if (row) {
+            results[i] = row;
+            tiers[i] = 'l2';
+            own[j]!.resolve(row);
+          } else {
+            run.push(i);
+            runDeferreds.push(own[j]!);
+          }
+        });
+      } catch (err) {
+        for (const d of own) d.reject(err);
+        for (const i of claimed) inflight.delete(keys[i]!);
+        throw err;
+      }
+      const found = { tiers };
 
       if (run.length > 0) {
         const allRun = run.length === rows;
@@ -145,7 +169,7 @@ export function createInference(predictor: Predictor, cache: TieredCache | undef
           const store: [string, CachedRow][] = [];
           run.forEach((i, j) => {
             results[i] = computed[j]!;
-            own[j]!.resolve(computed[j]!);
+            runDeferreds[j]!.resolve(computed[j]!);
             store.push([keys[i]!, computed[j]!]);
           });
           cache.set(store);
@@ -155,11 +179,13 @@ export function createInference(predictor: Predictor, cache: TieredCache | undef
             return { outputs: selected, tiers: found.tiers };
           }
         } catch (err) {
-          for (const d of own) d.reject(err);
+          for (const d of runDeferreds) d.reject(err);
           throw err;
         } finally {
-          for (const i of run) inflight.delete(keys[i]!);
+          for (const i of claimed) inflight.delete(keys[i]!);
         }
+      } else {
+        for (const i of claimed) inflight.delete(keys[i]!);
       }
       for (const [i, p] of waits) results[i] = await p;
       return { outputs: fromCachedRows(entry, opts.outputs, results as CachedRow[]), tiers: found.tiers };

@@ -1,5 +1,5 @@
 import type { AuditRecord, AuditSink } from '../../core/audit.js';
-import type { AuditStore } from './schema.js';
+import type { AuditStore } from '../../core/audit-sql.js';
 import type { Spool } from './spool.js';
 
 export interface AuditObserver {

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { type AuditStore, INSERT_SQL, SCHEMA_SQL } from './schema.js';
+import { type AuditStore, INSERT_SQL, SCHEMA_SQL } from '../../core/audit-sql.js';
 
 export function createPgStore(opts: {
   url: string;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { PgliteReply, PgliteRequest } from '../../../workers/pglite-protocol.js';
-import type { AuditStore } from './schema.js';
+import type { AuditStore } from '../../core/audit-sql.js';
 
 function workerFile(): string {
   const here = import.meta.url;

@@ -1,4 +1,4 @@
-/** The audit table, the same SQL for Postgres and the embedded PGlite store. */
+/** The audit table: the same SQL for Postgres, the embedded PGlite store, and the edge's queue consumer. */
 export const AUDIT_TABLE = 'prediction_audit';
 
 export const SCHEMA_SQL = `
