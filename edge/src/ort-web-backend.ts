@@ -9,8 +9,8 @@
 import wasmModule from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
 import * as ort from 'onnxruntime-web/wasm';
 import type { InferenceBackend, ModelSignature, ModelSource } from '../../src/core/backend.js';
-import { signatureOf, warmupTensors } from '../../src/core/ort-signature.js';
-import type { DType, Tensor } from '../../src/core/tensor.js';
+import { fromOrtResults, signatureOf, warmupTensors } from '../../src/core/ort-signature.js';
+import type { Tensor } from '../../src/core/tensor.js';
 
 const MARKER = new ArrayBuffer(8);
 let installed = false;
@@ -63,13 +63,7 @@ export function createOrtWebBackend(): InferenceBackend {
     async run(modelId: string, inputs: Record<string, Tensor>) {
       const session = sessions.get(modelId);
       if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
-      const results = await session.run(toFeeds(inputs));
-      const out: Record<string, Tensor> = {};
-      for (const [name, value] of Object.entries(results)) {
-        const t = value as ort.Tensor;
-        out[name] = { type: t.type as DType, dims: [...t.dims], data: t.data as Tensor['data'] };
-      }
-      return out;
+      return fromOrtResults(await session.run(toFeeds(inputs)));
     },
     async close() {
       for (const s of sessions.values()) await s.release();

@@ -3,7 +3,7 @@
  * Typed structurally so the core imports neither runtime.
  */
 import type { Dim, ModelSignature, TensorInfo } from './backend.js';
-import { allocate, isDType, type Tensor } from './tensor.js';
+import { allocate, type DType, isDType, type Tensor } from './tensor.js';
 
 export interface OrtValueMetadata {
   name: string;
@@ -45,6 +45,16 @@ export function warmupTensors(sig: ModelSignature): Record<string, Tensor> | und
         dims.reduce((a, b) => a * b, 1),
       ),
     };
+  }
+  return out;
+}
+
+/** A session's results (onnxruntime-node or -web tensors) as server tensors, sharing their buffers. */
+export function fromOrtResults(results: Record<string, unknown>): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [name, value] of Object.entries(results)) {
+    const t = value as { type: string; dims: readonly number[]; data: unknown };
+    out[name] = { type: t.type as DType, dims: [...t.dims], data: t.data as Tensor['data'] };
   }
   return out;
 }

@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import type { InferenceBackend, ModelSignature, ModelSource } from '../core/backend.js';
-import { signatureOf, warmupTensors } from '../core/ort-signature.js';
-import type { DType, Tensor } from '../core/tensor.js';
+import { fromOrtResults, signatureOf, warmupTensors } from '../core/ort-signature.js';
+import type { Tensor } from '../core/tensor.js';
 
 export interface OrtBackendOptions {
   /** Threads one session may use for one run. 1 = no oversubscription when several workers share the cores. */
@@ -50,17 +50,7 @@ export function createOrtBackend(options: OrtBackendOptions = {}): InferenceBack
     async run(modelId: string, inputs: Record<string, Tensor>) {
       const session = sessions.get(modelId);
       if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
-      const results = await session.run(toFeeds(inputs));
-      const out: Record<string, Tensor> = {};
-      for (const [name, value] of Object.entries(results)) {
-        const tensor = value as ort.Tensor;
-        out[name] = {
-          type: tensor.type as DType,
-          dims: [...tensor.dims],
-          data: tensor.data as Tensor['data'],
-        };
-      }
-      return out;
+      return fromOrtResults(await session.run(toFeeds(inputs)));
     },
     async close() {
       for (const s of sessions.values()) await s.release();

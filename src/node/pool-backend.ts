@@ -1,5 +1,3 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import {
   type DescribeResult,
@@ -11,6 +9,7 @@ import {
 } from '../../workers/protocol.js';
 import type { BackendStats, InferenceBackend, ModelSignature, ModelSource } from '../core/backend.js';
 import type { Tensor } from '../core/tensor.js';
+import { compiledWorker } from './worker-file.js';
 
 export interface PoolBackendOptions {
   /** Worker threads, each with its own sessions. */
@@ -21,17 +20,6 @@ export interface PoolBackendOptions {
   workerFile?: string;
   /** Most ms to wait for every worker to load its models. */
   startTimeoutMs?: number;
-}
-
-/** The compiled worker, whether this module runs compiled (dist/) or from source under a test runner. */
-function defaultWorkerFile(): string {
-  const here = import.meta.url;
-  const compiled = here.endsWith('.ts')
-    ? new URL('../../dist/workers/onnx-worker.js', here)
-    : new URL('../../workers/onnx-worker.js', here);
-  const file = fileURLToPath(compiled);
-  if (!existsSync(file)) throw new Error(`worker script ${file} is missing: run npm run build`);
-  return file;
 }
 
 /**
@@ -55,7 +43,7 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         warmup: options.warmup ?? true,
       };
       const p = new Piscina<WorkerTask, DescribeResult | RunResult>({
-        filename: options.workerFile ?? defaultWorkerFile(),
+        filename: options.workerFile ?? compiledWorker('onnx-worker.js'),
         minThreads: options.size,
         maxThreads: options.size,
         idleTimeout: Number.MAX_SAFE_INTEGER,

@@ -1,18 +1,7 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { PgliteReply, PgliteRequest } from '../../../workers/pglite-protocol.js';
 import type { AuditStore } from '../../core/audit-sql.js';
-
-function workerFile(): string {
-  const here = import.meta.url;
-  const url = here.endsWith('.ts')
-    ? new URL('../../../dist/workers/pglite-worker.js', here)
-    : new URL('../../../workers/pglite-worker.js', here);
-  const file = fileURLToPath(url);
-  if (!existsSync(file)) throw new Error(`worker script ${file} is missing: run npm run build`);
-  return file;
-}
+import { compiledWorker } from '../worker-file.js';
 
 /**
  * The embedded default: PGlite (Postgres compiled to WASM) with its data in `dir`. It runs in a worker
@@ -20,7 +9,7 @@ function workerFile(): string {
  * time the event loop would otherwise lose.
  */
 export function createPgliteStore(opts: { dir: string }): AuditStore {
-  const worker = new Worker(workerFile(), { workerData: { dir: opts.dir } });
+  const worker = new Worker(compiledWorker('pglite-worker.js'), { workerData: { dir: opts.dir } });
   worker.unref();
   let next = 0;
   const waiting = new Map<number, { resolve: (v: PgliteReply) => void; reject: (e: Error) => void }>();
