@@ -3,6 +3,7 @@
  * an in-isolate LRU plus the Cache API as its cache, and a Queue as its audit sink.
  */
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createApp } from '../../src/core/app.js';
 import type { AuditRecord } from '../../src/core/audit.js';
 import { createMemoryTier, createTieredCache } from '../../src/core/cache.js';
@@ -73,16 +74,13 @@ export async function buildState(env: Env) {
   const names = new Set(entries.map((e) => e.name));
   const defaultModel = env.DEFAULT_MODEL && names.has(env.DEFAULT_MODEL) ? env.DEFAULT_MODEL : undefined;
   const registry = createRegistry(entries, { defaultModel });
-  // One thread per isolate: rows that arrive in the same turn still share a run.
-  const predictor = createPredictor({
-    backend,
-    batching: { maxBatchRows: 512, maxQueueDelayMs: 0, maxQueuedRows: 10_000, maxInFlight: 1 },
-  });
+  // Each request runs its own rows: workerd cancels, as hung, a request that waits on work another request
+  // started (a shared batch, a shared in-flight miss). The isolate is single-threaded anyway.
+  const predictor = createPredictor({ backend, batching: false });
   const ttlSeconds = Number(env.CACHE_TTL_SECONDS ?? 3600);
-  const waits: { current?: (p: Promise<unknown>) => void } = {};
   const l2 = createCacheApiTier(caches.default, {
     ttlSeconds,
-    waitUntil: (p) => (waits.current ? waits.current(p) : void p),
+    waitUntil: (p) => requestContext.getStore()?.waitUntil(p),
   });
   const cache = createTieredCache(
     createMemoryTier({ maxEntries: 20_000, maxBytes: 16 * 1024 * 1024, ttlMs: ttlSeconds * 1000 }),
@@ -104,12 +102,14 @@ export async function buildState(env: Env) {
         audit_pending: audit.pending(),
       }),
     },
-    { maxBodyBytes: 4 * 1024 * 1024, maxRowsPerRequest: 10_000, serverVersion: '0.1.0' },
+    { maxBodyBytes: 4 * 1024 * 1024, maxRowsPerRequest: 10_000, serverVersion: '0.1.0', singleFlight: false },
   );
-  return { app, audit, waits, coldStartMs: Date.now() - started };
+  return { app, audit, coldStartMs: Date.now() - started };
 }
 
 let state: ReturnType<typeof buildState> | undefined;
+/** The current request's context: background work (cache writes) is tied to the request that made it. */
+const requestContext = new AsyncLocalStorage<ExecutionContext>();
 
 export default {
   async fetch(request, env, ctx) {
@@ -120,8 +120,7 @@ export default {
       });
     }
     const s = await state;
-    s.waits.current = (p) => ctx.waitUntil(p);
-    const response = await s.app.fetch(request, env, ctx);
+    const response = await requestContext.run(ctx, () => s.app.fetch(request, env, ctx));
     ctx.waitUntil(s.audit.flush());
     return response;
   },

@@ -37,6 +37,8 @@ export interface AppConfig {
   maxRowsPerRequest: number;
   /** Reported by GET / and GET /v2. */
   serverVersion: string;
+  /** Let concurrent identical misses share one inference (default). Off where requests must not wait on each other. */
+  singleFlight?: boolean;
 }
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
@@ -220,7 +222,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     return header;
   };
 
-  const inference = createInference(predictor, deps.cache);
+  const inference = createInference(predictor, deps.cache, { singleFlight: config.singleFlight });
 
   /** The tabular models' outputs /predict reads. */
   const predictOutputs = (entry: ModelEntry) =>

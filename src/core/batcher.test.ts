@@ -122,11 +122,32 @@ describe('MicroBatcher', () => {
   });
 
   it('grows batches while every slot is busy instead of queueing small ones', async () => {
-    const { batches, run } = doubler(15);
-    const b = new MicroBatcher('m', run, opts({ maxQueueDelayMs: 0, maxInFlight: 1 }));
+    const batches: number[] = [];
+    let started!: () => void;
+    const firstStarted = new Promise<void>((r) => {
+      started = r;
+    });
+    let release!: () => void;
+    const hold = new Promise<void>((r) => {
+      release = r;
+    });
+    const b = new MicroBatcher(
+      'm',
+      async (inputs) => {
+        batches.push(inputs.x!.dims[0]!);
+        if (batches.length === 1) {
+          started();
+          await hold; // the one slot stays busy until released
+        }
+        return { y: inputs.x! };
+      },
+      opts({ maxQueueDelayMs: 0, maxInFlight: 1 }),
+    );
     const first = b.submit({ x: rowsTensor([[0]]) }, 1);
-    await new Promise((r) => setTimeout(r, 3)); // the first batch is running now
+    await firstStarted;
     const rest = Array.from({ length: 10 }, (_, i) => b.submit({ x: rowsTensor([[i + 1]]) }, 1));
+    await new Promise((r) => setTimeout(r, 5)); // their delay has passed: they wait for the slot, not the timer
+    release();
     await Promise.all([first, ...rest]);
     expect(batches).toEqual([1, 10]);
   });

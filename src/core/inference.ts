@@ -89,7 +89,12 @@ function fromCachedRows(
  * Inference with the cache in front: rows found in a tier skip the model; concurrent identical misses (in
  * one request or across requests) share one inference; what the model computes is stored in both tiers.
  */
-export function createInference(predictor: Predictor, cache: TieredCache | undefined) {
+export function createInference(
+  predictor: Predictor,
+  cache: TieredCache | undefined,
+  opts: { singleFlight?: boolean } = {},
+) {
+  const singleFlight = opts.singleFlight !== false;
   const keyers = new Map<string, ReturnType<typeof createKeyer>>();
   const inflight = new Map<string, Promise<CachedRow>>();
 
@@ -124,13 +129,13 @@ export function createInference(predictor: Predictor, cache: TieredCache | undef
       const waits: [number, Promise<CachedRow>][] = [];
       for (let i = 0; i < rows; i++) {
         if (results[i]) continue;
-        const pending = inflight.get(keys[i]!);
+        const pending = singleFlight ? inflight.get(keys[i]!) : undefined;
         if (pending) {
           waits.push([i, pending]);
           continue;
         }
         const d = deferred();
-        inflight.set(keys[i]!, d.promise);
+        if (singleFlight) inflight.set(keys[i]!, d.promise);
         claimed.push(i);
         own.push(d);
       }

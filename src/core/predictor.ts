@@ -12,7 +12,11 @@ export interface Predictor {
 
 export interface PredictorOptions {
   backend: InferenceBackend;
-  batching: BatcherOptions;
+  /**
+   * Batch rows across requests, or `false` to run each request on its own: where one request must not
+   * wait on work another started (Cloudflare Workers cancel such a request as hung).
+   */
+  batching: BatcherOptions | false;
   onBatch?: (entry: ModelEntry, report: BatchReport) => void;
 }
 
@@ -24,7 +28,7 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
       b = new MicroBatcher(
         entry.id,
         (inputs) => backend.run(entry.id, inputs),
-        batching,
+        batching as BatcherOptions,
         (r) => onBatch?.(entry, r),
       );
       batchers.set(entry.id, b);
@@ -33,7 +37,7 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
   };
   return {
     infer(entry, inputs, rows) {
-      if (!entry.batchable) return backend.run(entry.id, inputs);
+      if (!entry.batchable || batching === false) return backend.run(entry.id, inputs);
       return batcherFor(entry).submit(inputs, rows);
     },
     queuedRows() {
