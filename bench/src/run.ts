@@ -3,6 +3,7 @@
  * `npm run bench:quick`: each scenario once, briefly, to prove the harness end to end (CI).
  * Writes bench/results/latest.json, bench/RESULTS.md and bench/results/chart.svg.
  */
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -13,6 +14,11 @@ import { type Run, writeReport } from './report.js';
 const quick = process.argv.includes('--quick');
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PEER = process.env.PEER_DIR ?? join(ROOT, '..', 'shared', 'peers', 'fastapi-seed');
+const peerAvailable = existsSync(join(PEER, 'run'));
+if (!peerAvailable && !quick)
+  throw new Error(`the Python peer is not at ${PEER} (set PEER_DIR): the full bench compares against it`);
+if (!peerAvailable)
+  console.log(`NOTE: no Python peer at ${PEER} (set PEER_DIR): its scenarios are left out of this quick run`);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (quick ? 1 : 8));
 const WARMUP = quick ? 1 : 3;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 3));
@@ -206,6 +212,11 @@ async function cacheCounts(url: string) {
       new RegExp(`onnxserve_cache_lookups_total\\{tier="l1",result="${r}"\\} (\\d+)`).exec(text)?.[1] ?? 0,
     );
   return { hit: read('hit'), miss: read('miss') };
+}
+
+if (!peerAvailable) {
+  servers.splice(0, servers.length, ...servers.filter((s) => !s.name.startsWith('peer')));
+  scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => !s.server.startsWith('peer')));
 }
 
 const running = new Map<string, Proc>();
