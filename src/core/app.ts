@@ -213,6 +213,11 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     return c.json({ error: { code: 'ERR_NOT_FOUND' satisfies ErrorCode, message } }, 404);
   });
 
+  const notReady = () =>
+    new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down', {
+      retryAfterSeconds: 1,
+    });
+
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   const requestId = (c: Context, fromBody: string | undefined) => {
     if (fromBody !== undefined) return fromBody;
@@ -300,6 +305,8 @@ export function createApp(deps: AppDeps, config: AppConfig) {
    * middleware: on the hot path every layer costs.
    */
   const readJson = async <T extends z.ZodType>(c: Context, schema: T): Promise<z.output<T>> => {
+    // Every prediction route reads its body here first: none answers before the models are ready.
+    if (!deps.isReady()) throw notReady();
     const type = c.req.header('content-type');
     if (!type || !JSON_TYPE.test(type)) {
       throw new ServeError(
@@ -520,9 +527,6 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       shape: t.shape.map((d) => (typeof d === 'number' ? d : -1)),
     })),
   });
-
-  const notReady = () =>
-    new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down');
 
   app.get('/', (c) =>
     c.json({
