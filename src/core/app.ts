@@ -1,11 +1,10 @@
 import { swaggerUI } from '@hono/swagger-ui';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { HTTPException } from 'hono/http-exception';
 import { routePath } from 'hono/route';
 import { type AuditSink, cacheSummary } from './audit.js';
 import type { TieredCache } from './cache.js';
-import { ERROR_STATUS, type ErrorCode, invalid, ServeError } from './errors.js';
+import { type ErrorCode, invalid, ServeError } from './errors.js';
 import { rowsToTensor } from './features.js';
 import { createInference, type InferResult } from './inference.js';
 import type { AppMetrics } from './metrics.js';
@@ -184,10 +183,6 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.onError((err, c) => {
     let e: ServeError;
     if (err instanceof ServeError) e = err;
-    else if (err instanceof HTTPException && err.status === 400)
-      e = new ServeError('ERR_BAD_JSON', `malformed JSON body: ${err.message}`, { field: 'body' });
-    else if (err instanceof HTTPException && err.status === 413)
-      e = new ServeError('ERR_BODY_TOO_LARGE', err.message, { field: 'body' });
     else {
       console.error('unexpected error', err);
       e = new ServeError('ERR_INTERNAL', 'internal error');
@@ -623,5 +618,3 @@ export function createApp(deps: AppDeps, config: AppConfig) {
 
   return app;
 }
-
-export { ERROR_STATUS };

@@ -56,12 +56,6 @@ export const elementCount = (dims: readonly number[]): number => dims.reduce((a,
 /** Elements in one row: the product of every dimension after the first. */
 export const rowSize = (dims: readonly number[]): number => elementCount(dims.slice(1));
 
-/** Copy a tensor's rows [from, to) into a tensor of its own. */
-export function sliceRows(t: Tensor, from: number, to: number): Tensor {
-  const per = rowSize(t.dims);
-  return { type: t.type, dims: [to - from, ...t.dims.slice(1)], data: t.data.slice(from * per, to * per) };
-}
-
 /** Stack tensors of the same type and row shape along the first dimension. */
 export function concatRows(parts: readonly Tensor[]): Tensor {
   const first = parts[0]!;
