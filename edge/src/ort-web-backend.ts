@@ -8,9 +8,8 @@
 
 import wasmModule from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
 import * as ort from 'onnxruntime-web/wasm';
-import type { InferenceBackend, ModelSignature, ModelSource } from '../../src/core/backend.js';
-import { fromOrtResults, signatureOf, warmupTensors } from '../../src/core/ort-signature.js';
-import type { Tensor } from '../../src/core/tensor.js';
+import type { InferenceBackend } from '../../src/core/backend.js';
+import { createOrtSessionBackend, type OrtSessionLike } from '../../src/core/ort-session-backend.js';
 
 const MARKER = new ArrayBuffer(8);
 let installed = false;
@@ -32,42 +31,19 @@ function install(): void {
   ort.env.wasm.proxy = false;
 }
 
-function toFeeds(inputs: Record<string, Tensor>): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const [name, t] of Object.entries(inputs))
-    feeds[name] = new ort.Tensor(t.type, t.data as Float32Array, t.dims);
-  return feeds;
-}
-
 export function createOrtWebBackend(): InferenceBackend {
-  const sessions = new Map<string, ort.InferenceSession>();
-  return {
+  return createOrtSessionBackend({
     name: 'onnxruntime-web (wasm)',
-    async load(models: readonly ModelSource[]) {
+    warmup: true,
+    toTensor: (t) => new ort.Tensor(t.type, t.data as Float32Array, t.dims),
+    async createSession(m) {
       install();
-      const signatures = new Map<string, ModelSignature>();
-      for (const m of models) {
-        if (!m.bytes) throw new Error(`model ${m.id}: the edge backend needs the file's bytes`);
-        const session = await ort.InferenceSession.create(m.bytes, {
-          executionProviders: ['wasm'],
-          graphOptimizationLevel: 'all',
-        });
-        const sig = signatureOf(session);
-        const warm = warmupTensors(sig);
-        if (warm) await session.run(toFeeds(warm));
-        sessions.set(m.id, session);
-        signatures.set(m.id, sig);
-      }
-      return signatures;
+      if (!m.bytes) throw new Error(`model ${m.id}: the edge backend needs the file's bytes`);
+      const session = await ort.InferenceSession.create(m.bytes, {
+        executionProviders: ['wasm'],
+        graphOptimizationLevel: 'all',
+      });
+      return session as unknown as OrtSessionLike;
     },
-    async run(modelId: string, inputs: Record<string, Tensor>) {
-      const session = sessions.get(modelId);
-      if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
-      return fromOrtResults(await session.run(toFeeds(inputs)));
-    },
-    async close() {
-      for (const s of sessions.values()) await s.release();
-      sessions.clear();
-    },
-  };
+  });
 }

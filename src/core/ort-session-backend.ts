@@ -1,0 +1,58 @@
+/**
+ * The InferenceBackend every onnxruntime flavour shares (onnxruntime-node, onnxruntime-web): sessions by
+ * model id, a warm-up run after loading, runs, release. Each flavour supplies only how it creates a session
+ * and a tensor; typed structurally so the core imports neither runtime.
+ */
+import type { InferenceBackend, ModelSignature, ModelSource } from './backend.js';
+import { fromOrtResults, type OrtValueMetadata, signatureOf, warmupTensors } from './ort-signature.js';
+import type { Tensor } from './tensor.js';
+
+export interface OrtSessionLike {
+  readonly inputMetadata: readonly OrtValueMetadata[];
+  readonly outputMetadata: readonly OrtValueMetadata[];
+  run(feeds: Record<string, never>): Promise<Record<string, unknown>>;
+  release(): Promise<void>;
+}
+
+export interface OrtSessionBackendOptions {
+  name: string;
+  createSession(model: ModelSource): Promise<OrtSessionLike>;
+  /** The runtime's own tensor for one of ours (sharing its buffer). */
+  toTensor(t: Tensor): unknown;
+  /** Run every model once on zeros after loading, so the first request pays no first-run cost. */
+  warmup: boolean;
+}
+
+export function createOrtSessionBackend(opts: OrtSessionBackendOptions): InferenceBackend {
+  const sessions = new Map<string, OrtSessionLike>();
+  const feeds = (inputs: Record<string, Tensor>) => {
+    const out: Record<string, unknown> = {};
+    for (const [name, t] of Object.entries(inputs)) out[name] = opts.toTensor(t);
+    return out as Record<string, never>;
+  };
+  return {
+    name: opts.name,
+    async load(models: readonly ModelSource[]) {
+      const signatures = new Map<string, ModelSignature>();
+      for (const m of models) {
+        const session = await opts.createSession(m);
+        const sig = signatureOf(session);
+        const warm = opts.warmup ? warmupTensors(sig) : undefined;
+        if (warm) await session.run(feeds(warm));
+        await sessions.get(m.id)?.release();
+        sessions.set(m.id, session);
+        signatures.set(m.id, sig);
+      }
+      return signatures;
+    },
+    async run(modelId: string, inputs: Record<string, Tensor>) {
+      const session = sessions.get(modelId);
+      if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
+      return fromOrtResults(await session.run(feeds(inputs)));
+    },
+    async close() {
+      for (const s of sessions.values()) await s.release();
+      sessions.clear();
+    },
+  };
+}
