@@ -7,9 +7,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { churnDataset, type Dataset, gaussianDataset, irisDataset, split } from '../src/training/dataset.js';
-import { evaluate, predictProba, type TrainOptions, train } from '../src/training/network.js';
-import { networkToOnnx } from '../src/training/onnx-writer.js';
+import { churnDataset, type Dataset, gaussianDataset, irisDataset, split } from '../training/dataset.js';
+import { evaluate, predictProba, type TrainOptions, train } from '../training/network.js';
+import { networkToOnnx } from '../training/onnx-writer.js';
 
 const modelsDir = process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'models');
 

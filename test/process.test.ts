@@ -85,6 +85,63 @@ describe('process', () => {
   });
 });
 
+/** Whether any process of the group is still alive. */
+const groupAlive = (pgid: number) => {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('npm start', () => {
+  const ROOT = join(import.meta.dirname, '..');
+
+  /** `npm start` as a user runs it: its own process group, as a terminal would give it. */
+  function npmStart() {
+    const child = spawn('npm', ['start'], {
+      cwd: ROOT,
+      env: { ...process.env, PORT: '0', AUDIT: 'off', POOL_SIZE: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const url = new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', () => {
+        const m = /"msg":"models ready"/.test(output) && /"url":"(http:[^"]+)"/.exec(output);
+        if (m) resolve(m[1]!);
+      });
+      void exited.then((code) => reject(new Error(`npm start exited ${code}: ${output}`)));
+    });
+    return { child, url, exited, output: () => output };
+  }
+
+  for (const [how, signal, target] of [
+    ['SIGTERM to the npm process (as a process manager sends it)', 'SIGTERM', 'npm'],
+    ['Ctrl-C (SIGINT to the whole foreground group)', 'SIGINT', 'group'],
+  ] as const) {
+    it(`stops with the server behind it on ${how}`, async () => {
+      const npm = npmStart();
+      const pgid = npm.child.pid!;
+      try {
+        const url = await npm.url;
+        expect((await fetch(`${url}/health/ready`)).status).toBe(200);
+        process.kill(target === 'npm' ? pgid : -pgid, signal);
+        await npm.exited;
+        await expect.poll(() => groupAlive(pgid), { timeout: 10_000, interval: 100 }).toBe(false);
+        await expect(fetch(`${url}/health/live`)).rejects.toThrow();
+        expect(npm.output()).toMatch(/"msg":"stopped"/);
+      } finally {
+        if (groupAlive(pgid)) process.kill(-pgid, 'SIGKILL');
+      }
+    });
+  }
+});
+
 describe('loadConfig', () => {
   it('fills defaults: shipped models, churn as default model, one pool thread per core', () => {
     const c = loadConfig({});

@@ -1,6 +1,6 @@
 /** Expected outputs from a model file's own weights, without any ONNX runtime: pure, runs on every runtime. */
-import { predictProba } from '../src/training/network.js';
-import { networkFromOnnx } from '../src/training/onnx-writer.js';
+import { predictProba } from '../training/network.js';
+import { networkFromOnnx } from '../training/onnx-writer.js';
 
 export interface ReferenceModel {
   features: string[];

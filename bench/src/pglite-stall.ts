@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { INSERT_SQL, SCHEMA_SQL } from '../../src/core/audit-sql.js';
-import { createPgliteStore } from '../../src/node/audit/pglite-store.js';
+import { INSERT_SQL, SCHEMA_SQL } from '../../src/core/index.js';
+import { createPgliteStore } from '../../src/node/index.js';
 
 const batch = () =>
   JSON.stringify(

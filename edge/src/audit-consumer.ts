@@ -3,8 +3,7 @@
  * Hyperdrive (connection pooling close to the database). Inserts skip ids already written, so a batch the
  * platform delivers twice (after a failure) is not written twice. On failure the batch is retried.
  */
-import type { AuditRecord } from '../../src/core/audit.js';
-import { INSERT_SQL, SCHEMA_SQL } from '../../src/core/audit-sql.js';
+import { type AuditRecord, INSERT_SQL, SCHEMA_SQL } from '../../src/core/index.js';
 
 let schemaReady = false;
 

@@ -4,7 +4,7 @@
  * the platform retries, the consumer writes to Postgres (through Hyperdrive) in large batches, and a
  * database outage leaves records in the queue instead of in a short-lived isolate.
  */
-import type { AuditRecord, AuditSink } from '../../src/core/audit.js';
+import type { AuditRecord, AuditSink } from '../../src/core/index.js';
 
 export interface QueueLike {
   sendBatch(messages: Iterable<{ body: AuditRecord }>): Promise<unknown>;

@@ -2,7 +2,7 @@
  * L2 on the edge: the Workers Cache API of the data centre, keyed exactly as Redis is on Node (the same key
  * function from the core), so a key means the same row, model file and outputs everywhere.
  */
-import type { CachedRow, CacheTier } from '../../src/core/cache.js';
+import type { CachedRow, CacheTier } from '../../src/core/index.js';
 
 const ORIGIN = 'https://onnx-serve.cache';
 

@@ -4,12 +4,17 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createApp } from '../../src/core/app.js';
-import type { AuditRecord } from '../../src/core/audit.js';
-import { createMemoryTier, createTieredCache } from '../../src/core/cache.js';
-import { noopMetrics } from '../../src/core/metrics.js';
-import { createPredictor } from '../../src/core/predictor.js';
-import { createRegistry, describeModel, type ModelMetadata } from '../../src/core/registry.js';
+import {
+  type AuditRecord,
+  createApp,
+  createMemoryTier,
+  createPredictor,
+  createRegistry,
+  createTieredCache,
+  describeModel,
+  type ModelMetadata,
+  noopMetrics,
+} from '../../src/core/index.js';
 import { consumeAuditBatch } from './audit-consumer.js';
 import { createQueueAuditSink } from './audit-queue.js';
 import { createCacheApiTier } from './cache-api-tier.js';

@@ -12,7 +12,7 @@ import m4Meta from '../../models/iris/1/model.json';
 import m4 from '../../models/iris/1/model.onnx';
 import m5Meta from '../../models/mlp-large/1/model.json';
 import m5 from '../../models/mlp-large/1/model.onnx';
-import type { ModelMetadata } from '../../src/core/registry.js';
+import type { ModelMetadata } from '../../src/core/index.js';
 
 export interface BundledModel {
   name: string;

@@ -8,8 +8,7 @@
 
 import wasmModule from 'onnxruntime-web/ort-wasm-simd-threaded.wasm';
 import * as ort from 'onnxruntime-web/wasm';
-import type { InferenceBackend } from '../../src/core/backend.js';
-import { createOrtSessionBackend, type OrtSessionLike } from '../../src/core/ort-session-backend.js';
+import { createOrtSessionBackend, type InferenceBackend, type OrtSessionLike } from '../../src/core/index.js';
 
 const MARKER = new ArrayBuffer(8);
 let installed = false;

@@ -1,7 +1,7 @@
 /** The audit queue's consumer inside workerd, without a database: it must ask for the batch again. */
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from 'cloudflare:test';
 import { expect, it } from 'vitest';
-import type { AuditRecord } from '../../src/core/audit.js';
+import type { AuditRecord } from '../../src/core/index.js';
 import worker, { type Env } from '../src/index.js';
 
 it('asks for a retry when there is no database to write to', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runBackendContract } from '../../src/core/backend.case.js';
+import { runBackendContract } from '../../test/cases/backend.case.js';
 import { referenceFromBytes } from '../../test/reference-core.js';
 import { BUNDLED } from '../src/models.js';
 import { createOrtWebBackend } from '../src/ort-web-backend.js';

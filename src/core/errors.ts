@@ -6,8 +6,10 @@ export const ERROR_STATUS = {
   ERR_BODY_TOO_LARGE: 413,
   ERR_TOO_MANY_ROWS: 413,
   ERR_MODEL_NOT_FOUND: 404,
+  ERR_MODEL_AMBIGUOUS: 422,
   ERR_VERSION_NOT_FOUND: 404,
   ERR_NOT_FOUND: 404,
+  ERR_METHOD_NOT_ALLOWED: 405,
   ERR_FEATURE_MISSING: 422,
   ERR_FEATURE_UNKNOWN: 422,
   ERR_INPUT_TYPE: 422,
@@ -29,11 +31,13 @@ export class ServeError extends Error {
   readonly status: number;
   readonly field: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  /** For ERR_MODEL_AMBIGUOUS: the models that would fit. */
+  readonly candidates: string[] | undefined;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { field?: string; retryAfterSeconds?: number; cause?: unknown } = {},
+    opts: { field?: string; retryAfterSeconds?: number; cause?: unknown; candidates?: string[] } = {},
   ) {
     super(message, { cause: opts.cause });
     this.name = 'ServeError';
@@ -41,6 +45,7 @@ export class ServeError extends Error {
     this.status = ERROR_STATUS[code];
     this.field = opts.field;
     this.retryAfterSeconds = opts.retryAfterSeconds;
+    this.candidates = opts.candidates;
   }
 }
 

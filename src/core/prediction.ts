@@ -6,8 +6,8 @@ export interface RowPrediction {
   prediction: number;
   /** The class's name, where model.json gives class labels. */
   label?: string;
-  /** Binary: the positive class's probability; multiclass: the predicted class's. */
-  probability?: number;
+  /** Binary: the positive class's probability; multiclass: the predicted class's. Or every class's (`list`). */
+  probability?: number | number[];
   /** Every class's probability, keyed by label (or class index where there are no labels). */
   probabilities?: Record<string, number>;
 }
@@ -23,6 +23,7 @@ export function toRowPredictions(
   entry: ModelEntry,
   outputs: Record<string, Tensor>,
   rows: number,
+  probability: 'positive' | 'list' = 'positive',
 ): RowPrediction[] {
   const probs = entry.probabilityOutput ? outputs[entry.probabilityOutput] : undefined;
   const pred = entry.predictionOutput ? outputs[entry.predictionOutput] : undefined;
@@ -45,9 +46,12 @@ export function toRowPredictions(
     if (probs) {
       const p = probs.data as Float32Array;
       const base = r * classes;
-      result.probability = round7(classes === 2 ? p[base + 1]! : p[base + prediction]!);
       const all: Record<string, number> = {};
       for (let c = 0; c < classes; c++) all[keys[c]!] = round7(p[base + c]!);
+      result.probability =
+        probability === 'list'
+          ? Object.values(all)
+          : round7(classes === 2 ? p[base + 1]! : p[base + prediction]!);
       result.probabilities = all;
     }
     results[r] = result;

@@ -1,52 +1,84 @@
-/** Request and response shapes: validated at the boundary and published as OpenAPI. */
+/**
+ * Every request and response shape: requests are validated against these at the boundary, and the OpenAPI
+ * document is generated from the same objects (test/conformance.test.ts holds the server to it).
+ *
+ * Feature values are validated by `rowsToTensor` (it names the exact field and knows the model's types), so
+ * the zod schema checks only the structure; the document shows the element types clients must send.
+ */
 import { z } from '@hono/zod-openapi';
 
-const featuresDoc = {
-  description:
-    'One row as {name: number} (models with feature names) or number[] in the model’s input order; or number[][] for several rows.',
-  example: {
-    tenure_months: 24,
-    monthly_charges: 75.5,
-    total_charges: 1800,
-    contract_length: 12,
-    num_products: 2,
-    support_tickets: 1,
-    satisfaction_score: 4.5,
-  },
+const SEED_FEATURES_EXAMPLE = {
+  tenure_months: 24,
+  monthly_charges: 75.5,
+  total_charges: 1800,
+  contract_length: 12,
+  num_products: 2,
+  support_tickets: 1,
+  satisfaction_score: 4.5,
 };
 
+const numberRow = { type: 'array', items: { type: 'number' }, minItems: 1 } as const;
+const namedRow = { type: 'object', additionalProperties: { type: 'number' }, minProperties: 1 } as const;
+
+/** One row: {name: number} or number[]. */
+const Row = z
+  .union([z.record(z.string(), z.unknown()), z.array(z.unknown())])
+  .openapi({ oneOf: [namedRow, numberRow] } as never);
+
+const Features = z.union([z.record(z.string(), z.unknown()), z.array(z.unknown())]).openapi({
+  description:
+    'One row as {name: number} (models with feature names) or number[] in the model’s input order; or ' +
+    'number[][] for several rows. With no `model` named, the row chooses the model: the one whose feature ' +
+    'names (or count) it matches.',
+  oneOf: [namedRow, numberRow, { type: 'array', items: numberRow, minItems: 1 }],
+  example: SEED_FEATURES_EXAMPLE,
+} as never);
+
 const common = {
-  model: z.string().min(1).optional().openapi({ description: 'Model name; the default model if absent.' }),
+  model: z.string().min(1).optional().openapi({
+    description: 'Model name. If absent: the model the features match (see `features`), else the default.',
+  }),
   version: z
     .union([z.string().min(1), z.number().int().nonnegative()])
     .transform(String)
     .optional()
     .openapi({ description: 'Model version; the newest if absent.' }),
-  use_cache: z.boolean().optional(),
-  request_id: z.string().min(1).max(200).optional(),
+  use_cache: z.boolean().optional().openapi({ description: 'false skips both cache tiers.' }),
+  request_id: z.string().min(1).max(200).optional().openapi({ description: 'Echoed back; audited.' }),
 };
 
 export const PredictRequest = z
-  .object({ features: z.unknown().openapi(featuresDoc), ...common })
-  .openapi('PredictRequest');
+  .object({ features: Features, ...common })
+  .openapi('PredictRequest', { example: { features: SEED_FEATURES_EXAMPLE, use_cache: true } });
 
 export const BatchRequest = z
   .object({
-    requests: z.array(z.object({ features: z.unknown().openapi(featuresDoc) })).optional(),
-    instances: z
-      .array(z.unknown())
-      .optional()
-      .openapi({ description: 'Rows as number[] or {name: number}.' }),
+    requests: z.array(z.object({ features: Features })).optional(),
+    instances: z.array(Row).optional().openapi({ description: 'Rows as number[] or {name: number}.' }),
     ...common,
   })
-  .openapi('BatchRequest');
+  .openapi('BatchRequest', {
+    description: 'Exactly one of `requests` and `instances`.',
+    example: { requests: [{ features: SEED_FEATURES_EXAMPLE }] },
+  });
 
-export const RowPrediction = z.object({
-  prediction: z.number(),
-  label: z.string().optional(),
-  probability: z.number().optional(),
-  probabilities: z.record(z.string(), z.number()).optional(),
-});
+export const RowPrediction = z
+  .object({
+    prediction: z.number().openapi({ description: 'Class index (classifiers) or value (regressors).' }),
+    label: z.string().optional().openapi({ description: 'The class name, where the model has labels.' }),
+    probability: z
+      .union([z.number(), z.array(z.number())])
+      .optional()
+      .openapi({
+        description:
+          'Binary models: the positive class’s probability; multiclass: the predicted class’s. A list of ' +
+          'every class’s probability under PREDICT_PROBABILITY=list.',
+      }),
+    probabilities: z.record(z.string(), z.number()).optional().openapi({
+      description: 'Every class’s probability, keyed by label (or class index).',
+    }),
+  })
+  .openapi('RowPrediction');
 
 const responseMeta = {
   request_id: z.string(),
@@ -57,14 +89,20 @@ const responseMeta = {
   timestamp: z.string(),
 };
 
-export const PredictResponse = RowPrediction.extend({
-  ...responseMeta,
-  predictions: z
-    .array(RowPrediction)
-    .optional()
-    .openapi({ description: 'Present when features held several rows.' }),
-})
-  .partial({ prediction: true })
+export const PredictResponse = z
+  .object({
+    ...responseMeta,
+    prediction: z.number().optional(),
+    label: RowPrediction.shape.label,
+    probability: RowPrediction.shape.probability,
+    probabilities: RowPrediction.shape.probabilities,
+    cache_tier: z.enum(['l1', 'l2']).nullable().optional(),
+    predictions: z
+      .array(RowPrediction)
+      .optional()
+      .openapi({ description: 'Present (instead of the single fields) when features held several rows.' }),
+    cached_rows: z.number().int().optional(),
+  })
   .openapi('PredictResponse');
 
 export const BatchResponse = z
@@ -77,44 +115,177 @@ export const BatchResponse = z
   .openapi('BatchResponse');
 
 export const ErrorResponse = z
-  .object({ error: z.object({ code: z.string(), message: z.string(), field: z.string().optional() }) })
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: 'ERR_FEATURE_MISSING' }),
+      message: z.string(),
+      field: z.string().optional().openapi({ example: 'features.tenure_months' }),
+      candidates: z.array(z.string()).optional().openapi({ description: 'Models that would fit.' }),
+    }),
+  })
   .openapi('Error');
+
+const V2Parameters = z.record(z.string(), z.unknown());
 
 export const V2InferRequest = z
   .object({
     id: z.string().optional(),
-    parameters: z.record(z.string(), z.unknown()).optional(),
+    parameters: V2Parameters.optional(),
     inputs: z
       .array(
         z.object({
           name: z.string(),
           shape: z.array(z.number().int().nonnegative()),
-          datatype: z.string(),
-          data: z.array(z.unknown()),
-          parameters: z.record(z.string(), z.unknown()).optional(),
+          datatype: z.string().openapi({ example: 'FP32' }),
+          data: z.array(z.unknown()).openapi({
+            description: 'Row-major values, flat or nested.',
+            type: 'array',
+            items: {},
+          } as never),
+          parameters: V2Parameters.optional(),
         }),
       )
       .min(1),
-    outputs: z
-      .array(z.object({ name: z.string(), parameters: z.record(z.string(), z.unknown()).optional() }))
-      .optional(),
+    outputs: z.array(z.object({ name: z.string(), parameters: V2Parameters.optional() })).optional(),
   })
-  .openapi('V2InferRequest');
+  .openapi('V2InferRequest', {
+    example: {
+      inputs: [
+        { name: 'float_input', shape: [1, 7], datatype: 'FP32', data: [24, 75.5, 1800, 12, 2, 1, 4.5] },
+      ],
+    },
+  });
+
+const V2Tensor = z.object({
+  name: z.string(),
+  datatype: z.string(),
+  shape: z.array(z.number()),
+  data: z.array(z.union([z.number(), z.boolean()])),
+});
 
 export const V2InferResponse = z
   .object({
     model_name: z.string(),
     model_version: z.string(),
     id: z.string().optional(),
-    outputs: z.array(
-      z.object({
-        name: z.string(),
-        datatype: z.string(),
-        shape: z.array(z.number()),
-        data: z.array(z.union([z.number(), z.boolean()])),
-      }),
-    ),
+    parameters: z.object({ cached_rows: z.number().int() }).optional(),
+    outputs: z.array(V2Tensor),
   })
   .openapi('V2InferResponse');
 
 export const V2Error = z.object({ error: z.string() }).openapi('V2Error');
+
+const V2TensorMeta = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) });
+
+export const V2ModelMetadata = z
+  .object({
+    name: z.string(),
+    versions: z.array(z.string()),
+    platform: z.string(),
+    inputs: z.array(V2TensorMeta),
+    outputs: z.array(V2TensorMeta),
+  })
+  .openapi('V2ModelMetadata');
+
+export const V2ServerMetadata = z
+  .object({ name: z.string(), version: z.string(), extensions: z.array(z.string()) })
+  .openapi('V2ServerMetadata');
+
+export const V2Live = z.object({ live: z.boolean() }).openapi('V2Live');
+export const V2Ready = z.object({ ready: z.boolean() }).openapi('V2Ready');
+export const V2ModelReady = z.object({ name: z.string(), ready: z.boolean() }).openapi('V2ModelReady');
+
+const TensorInfo = z.object({
+  name: z.string(),
+  type: z.string().nullable().optional(),
+  shape: z.array(z.union([z.number(), z.string(), z.null()])),
+});
+
+export const ModelVersion = z
+  .object({
+    version: z.string(),
+    sha256: z.string(),
+    inputs: z.array(TensorInfo),
+    outputs: z.array(TensorInfo),
+    feature_names: z.array(z.string()).nullable(),
+    feature_count: z.number().int().nullable(),
+    class_labels: z.array(z.string()).nullable(),
+    batchable: z.boolean(),
+    load_seconds: z.number(),
+    description: z.string().nullable(),
+    training: z.unknown().openapi({ description: 'From model.json, as written there.' }),
+    metrics: z.unknown().openapi({ description: 'From model.json, as written there.' }),
+    created: z.string().nullable(),
+  })
+  .openapi('ModelVersion');
+
+export const ModelDetail = z
+  .object({ name: z.string(), default_version: z.string(), versions: z.array(ModelVersion) })
+  .openapi('ModelDetail');
+
+export const ModelInfo = ModelVersion.extend({ name: z.string() }).openapi('ModelInfo');
+
+export const ModelList = z
+  .object({
+    default_model: z.string().nullable(),
+    models: z.array(
+      z.object({
+        name: z.string(),
+        versions: z.array(z.string()),
+        default_version: z.string(),
+        description: z.string().nullable(),
+      }),
+    ),
+  })
+  .openapi('ModelList');
+
+export const Health = z
+  .object({
+    status: z.enum(['healthy', 'unavailable']),
+    ready: z.boolean(),
+    model_version: z.string().nullable(),
+    models: z.record(z.string(), z.array(z.string())),
+    queued_rows: z.number().int(),
+    redis_connected: z.boolean().optional(),
+    database_connected: z.boolean().optional(),
+    timestamp: z.string(),
+  })
+  .catchall(z.unknown())
+  .openapi('Health', { description: 'Seed shape, plus the cache’s and audit log’s state.' });
+
+export const Live = z.object({ status: z.literal('live') }).openapi('Live');
+export const Ready = z.object({ status: z.literal('ready') }).openapi('Ready');
+
+export const ServerInfo = z
+  .object({
+    name: z.string(),
+    version: z.string(),
+    default_model: z.string().nullable(),
+    endpoints: z.array(z.string()),
+  })
+  .openapi('ServerInfo');
+
+export const ModelParams = z.object({
+  name: z
+    .string()
+    .min(1)
+    .openapi({ param: { name: 'name', in: 'path' }, example: 'churn' }),
+});
+export const ModelVersionParams = ModelParams.extend({
+  version: z
+    .string()
+    .min(1)
+    .openapi({ param: { name: 'version', in: 'path' }, example: '1' }),
+});
+export const ModelQuery = z.object({
+  model: z
+    .string()
+    .min(1)
+    .optional()
+    .openapi({ param: { name: 'model', in: 'query' }, example: 'churn' }),
+  version: z
+    .string()
+    .min(1)
+    .optional()
+    .openapi({ param: { name: 'version', in: 'query' } }),
+});

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
+import { runBackendContract } from '../../test/cases/backend.case.js';
 import { MODELS_DIR, referenceModel } from '../../test/reference.js';
-import { runBackendContract } from '../core/backend.case.js';
 import { createOrtBackend } from './ort-backend.js';
 import { createPoolBackend } from './pool-backend.js';
 

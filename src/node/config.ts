@@ -1,15 +1,9 @@
 import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { projectRoot } from './paths.js';
 
-/** The shipped models, relative to this file in src/node or dist/src/node. */
-function shippedModelsDir(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  return here.includes(`${join('dist', 'src')}`)
-    ? resolve(here, '../../../models')
-    : resolve(here, '../../models');
-}
+const shippedModelsDir = () => join(projectRoot(), 'models');
 
 const int = (min: number) => z.coerce.number().int().min(min);
 const onOff = z.enum(['on', 'off']);
@@ -49,6 +43,7 @@ const EnvSchema = z.object({
   AUDIT_FLUSH_MS: int(1).default(200),
   AUDIT_MAX_QUEUE: int(1).default(50_000),
   AUDIT_RETRY_MS: int(10).default(1000),
+  PREDICT_PROBABILITY: z.enum(['positive', 'list']).default('positive'),
 });
 
 export interface ServerConfig {
@@ -62,6 +57,8 @@ export interface ServerConfig {
   maxBodyBytes: number;
   maxRowsPerRequest: number;
   shutdownTimeoutMs: number;
+  /** `/predict`'s `probability`: the positive (or predicted) class's, or every class's as seed 003 reads it. */
+  probability: 'positive' | 'list';
   cache: {
     enabled: boolean;
     l1: { maxEntries: number; maxBytes: number; ttlMs: number };
@@ -108,6 +105,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxRowsPerRequest: e.MAX_ROWS_PER_REQUEST,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    probability: e.PREDICT_PROBABILITY,
     cache: {
       enabled: e.CACHE === 'on',
       l1: {

@@ -1,6 +1,7 @@
 /** `npm start`: serve the models in MODELS_DIR (the shipped ones by default). */
 import { loadConfig } from './config.js';
-import { log, startServer } from './server.js';
+import { log } from './log.js';
+import { startServer } from './server.js';
 
 let config: ReturnType<typeof loadConfig>;
 try {

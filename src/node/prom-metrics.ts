@@ -1,4 +1,8 @@
-/** Every metric the Node server exports, by name, in one place. */
+/**
+ * Every metric the Node server exports, declared in one table. Events (requests, batches, cache lookups,
+ * Redis calls, audit writes) are recorded as they happen; levels (queues, pool, cache size, connections)
+ * are read from their components' getters at scrape time, each concern registered once with `watch`.
+ */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BackendStats } from '../core/backend.js';
 import type { BatchReport } from '../core/batcher.js';
@@ -8,45 +12,169 @@ import type { ModelEntry } from '../core/registry.js';
 import type { AuditObserver } from './audit/audit-log.js';
 import type { RedisObserver } from './redis-tier.js';
 
-export const METRIC = {
-  httpRequests: 'onnxserve_http_requests_total',
-  httpDuration: 'onnxserve_http_request_duration_seconds',
-  errors: 'onnxserve_errors_total',
-  rows: 'onnxserve_inference_rows_total',
-  batchRows: 'onnxserve_batch_rows',
-  batchFailures: 'onnxserve_batch_failures_total',
-  queueWait: 'onnxserve_queue_wait_seconds',
-  compute: 'onnxserve_compute_seconds',
-  queuedRows: 'onnxserve_batcher_queued_rows',
-  poolUtilization: 'onnxserve_pool_utilization',
-  poolQueue: 'onnxserve_pool_queued_batches',
-  poolWorkers: 'onnxserve_pool_workers_live',
-  modelLoad: 'onnxserve_model_load_seconds',
-  modelInfo: 'onnxserve_model_info',
-  cacheLookups: 'onnxserve_cache_lookups_total',
-  cacheL1Entries: 'onnxserve_cache_l1_entries',
-  cacheL1Bytes: 'onnxserve_cache_l1_bytes',
-  redisCalls: 'onnxserve_redis_calls_total',
-  redisSeconds: 'onnxserve_redis_call_seconds',
-  redisConnected: 'onnxserve_redis_connected',
-  auditQueue: 'onnxserve_audit_queue_depth',
-  auditWritten: 'onnxserve_audit_rows_written_total',
-  auditFlush: 'onnxserve_audit_flush_seconds',
-  auditFailures: 'onnxserve_audit_write_failures_total',
-  auditSpool: 'onnxserve_audit_spool_rows',
-  databaseConnected: 'onnxserve_database_connected',
-} as const;
+const LATENCY = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const FAST = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+const MODEL = ['model', 'version'] as const;
 
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+interface Spec {
+  name: string;
+  kind: 'counter' | 'histogram' | 'gauge';
+  help: string;
+  labels?: readonly string[];
+  buckets?: number[];
+}
 
-export interface PromMetricsOptions {
-  stats: () => BackendStats;
-  queuedRows: () => number;
-  /** Read at scrape time; each absent when that part is off. */
+/** The table: every metric's name, kind, help and labels. */
+export const METRICS = {
+  httpRequests: {
+    name: 'onnxserve_http_requests_total',
+    kind: 'counter',
+    help: 'HTTP requests answered, by route, method and status',
+    labels: ['route', 'method', 'status'],
+  },
+  httpDuration: {
+    name: 'onnxserve_http_request_duration_seconds',
+    kind: 'histogram',
+    help: 'HTTP request duration in seconds, by route and method',
+    labels: ['route', 'method'],
+    buckets: LATENCY,
+  },
+  errors: {
+    name: 'onnxserve_errors_total',
+    kind: 'counter',
+    help: 'Error responses by code',
+    labels: ['code'],
+  },
+  rows: { name: 'onnxserve_inference_rows_total', kind: 'counter', help: 'Rows inferred', labels: MODEL },
+  batchRows: {
+    name: 'onnxserve_batch_rows',
+    kind: 'histogram',
+    help: 'Rows per executed batch',
+    labels: MODEL,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384],
+  },
+  batchFailures: {
+    name: 'onnxserve_batch_failures_total',
+    kind: 'counter',
+    help: 'Batches whose execution failed',
+    labels: MODEL,
+  },
+  queueWait: {
+    name: 'onnxserve_queue_wait_seconds',
+    kind: 'histogram',
+    help: 'Seconds a request waited in the batcher before its batch was dispatched',
+    labels: MODEL,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+  },
+  compute: {
+    name: 'onnxserve_compute_seconds',
+    kind: 'histogram',
+    help: 'Seconds from dispatch to results for a batch (pool queue, transfer and inference)',
+    labels: MODEL,
+    buckets: FAST,
+  },
+  modelLoad: {
+    name: 'onnxserve_model_load_seconds',
+    kind: 'gauge',
+    help: 'Seconds taken to load and warm a model version',
+    labels: MODEL,
+  },
+  modelInfo: {
+    name: 'onnxserve_model_info',
+    kind: 'gauge',
+    help: 'Loaded model versions (value 1), with their file hash',
+    labels: ['model', 'version', 'sha256'],
+  },
+  queuedRows: { name: 'onnxserve_batcher_queued_rows', kind: 'gauge', help: 'Rows waiting in batchers' },
+  poolUtilization: {
+    name: 'onnxserve_pool_utilization',
+    kind: 'gauge',
+    help: 'Busy fraction of the worker pool since start (0..1)',
+  },
+  poolQueue: {
+    name: 'onnxserve_pool_queued_batches',
+    kind: 'gauge',
+    help: 'Batches waiting for a free worker',
+  },
+  poolWorkers: { name: 'onnxserve_pool_workers_live', kind: 'gauge', help: 'Live worker threads' },
+  cacheLookups: {
+    name: 'onnxserve_cache_lookups_total',
+    kind: 'counter',
+    help: 'Cache lookups by tier and result (hit, miss)',
+    labels: ['tier', 'result'],
+  },
+  cacheL1Entries: {
+    name: 'onnxserve_cache_l1_entries',
+    kind: 'gauge',
+    help: 'Entries in the in-process cache',
+  },
+  cacheL1Bytes: {
+    name: 'onnxserve_cache_l1_bytes',
+    kind: 'gauge',
+    help: 'Approximate bytes held by the in-process cache',
+  },
+  redisCalls: {
+    name: 'onnxserve_redis_calls_total',
+    kind: 'counter',
+    help: 'Redis calls by operation and result (ok, error: failures, timeouts and open-circuit skips)',
+    labels: ['op', 'result'],
+  },
+  redisSeconds: {
+    name: 'onnxserve_redis_call_seconds',
+    kind: 'histogram',
+    help: 'Seconds per Redis call (one call serves every request of an event-loop turn)',
+    labels: ['op'],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
+  },
+  redisConnected: {
+    name: 'onnxserve_redis_connected',
+    kind: 'gauge',
+    help: '1 when Redis is connected and its circuit is not open',
+  },
+  auditQueue: { name: 'onnxserve_audit_queue_depth', kind: 'gauge', help: 'Audit records waiting in memory' },
+  auditWritten: {
+    name: 'onnxserve_audit_rows_written_total',
+    kind: 'counter',
+    help: 'Audit records written',
+  },
+  auditFlush: {
+    name: 'onnxserve_audit_flush_seconds',
+    kind: 'histogram',
+    help: 'Seconds per audit batch insert',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+  },
+  auditFailures: {
+    name: 'onnxserve_audit_write_failures_total',
+    kind: 'counter',
+    help: 'Audit records whose write failed (they were spooled)',
+  },
+  auditSpool: {
+    name: 'onnxserve_audit_spool_rows',
+    kind: 'gauge',
+    help: 'Audit records in the on-disk spool, waiting for the store',
+  },
+  databaseConnected: {
+    name: 'onnxserve_database_connected',
+    kind: 'gauge',
+    help: '1 when the audit store takes writes',
+  },
+} as const satisfies Record<string, Spec>;
+
+type Key = keyof typeof METRICS;
+type KeysOf<K extends Spec['kind']> = { [P in Key]: (typeof METRICS)[P]['kind'] extends K ? P : never }[Key];
+
+/** Metric names by key, for tests, dashboards and alerts. */
+export const METRIC = Object.fromEntries(Object.entries(METRICS).map(([k, s]) => [k, s.name])) as {
+  [P in Key]: (typeof METRICS)[P]['name'];
+};
+
+/** The levels read at scrape time, one getter per concern; each absent when that part is off. */
+export interface MetricSources {
+  pool?: () => BackendStats;
+  queuedRows?: () => number;
   l1?: () => { entries: number; bytes: number };
   redisConnected?: () => boolean;
   audit?: () => { queue: number; spool: number; connected: boolean };
-  defaultMetrics?: boolean;
 }
 
 export type PromMetrics = AppMetrics &
@@ -54,215 +182,55 @@ export type PromMetrics = AppMetrics &
   RedisObserver &
   AuditObserver & {
     registry: Registry;
+    /** Register scrape-time readers for the components that exist. */
+    watch(sources: MetricSources): void;
     batch(entry: ModelEntry, report: BatchReport): void;
     modelLoaded(entry: ModelEntry): void;
   };
 
-export function createPromMetrics(opts: PromMetricsOptions): PromMetrics {
+export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): PromMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'onnxserve_' });
   const registers = [registry];
+  const base = (k: Key) => {
+    const s: Spec = METRICS[k];
+    return { name: s.name, help: s.help, labelNames: (s.labels ?? []) as string[], registers };
+  };
+  const counter = (k: KeysOf<'counter'>) => new Counter(base(k));
+  const histogram = (k: KeysOf<'histogram'>) => new Histogram({ ...base(k), buckets: METRICS[k].buckets });
+  const gauge = (k: KeysOf<'gauge'>, read?: () => number) =>
+    new Gauge({
+      ...base(k),
+      ...(read
+        ? {
+            collect(this: Gauge) {
+              this.set(read());
+            },
+          }
+        : {}),
+    });
 
-  const httpRequests = new Counter({
-    name: METRIC.httpRequests,
-    help: 'HTTP requests answered, by route, method and status',
-    labelNames: ['route', 'method', 'status'],
-    registers,
-  });
-  const httpDuration = new Histogram({
-    name: METRIC.httpDuration,
-    help: 'HTTP request duration in seconds, by route and method',
-    labelNames: ['route', 'method'],
-    buckets: LATENCY_BUCKETS,
-    registers,
-  });
-  const errors = new Counter({
-    name: METRIC.errors,
-    help: 'Error responses by code',
-    labelNames: ['code'],
-    registers,
-  });
-  const rows = new Counter({
-    name: METRIC.rows,
-    help: 'Rows inferred, by model and version',
-    labelNames: ['model', 'version'],
-    registers,
-  });
-  const batchRows = new Histogram({
-    name: METRIC.batchRows,
-    help: 'Rows per executed batch',
-    labelNames: ['model', 'version'],
-    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384],
-    registers,
-  });
-  const batchFailures = new Counter({
-    name: METRIC.batchFailures,
-    help: 'Batches whose execution failed',
-    labelNames: ['model', 'version'],
-    registers,
-  });
-  const queueWait = new Histogram({
-    name: METRIC.queueWait,
-    help: 'Seconds a request waited in the batcher before its batch was dispatched',
-    labelNames: ['model', 'version'],
-    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
-    registers,
-  });
-  const compute = new Histogram({
-    name: METRIC.compute,
-    help: 'Seconds from dispatch to results for a batch (pool queue, transfer and inference)',
-    labelNames: ['model', 'version'],
-    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
-    registers,
-  });
-  new Gauge({
-    name: METRIC.queuedRows,
-    help: 'Rows waiting in batchers',
-    registers,
-    collect() {
-      this.set(opts.queuedRows());
-    },
-  });
-  new Gauge({
-    name: METRIC.poolUtilization,
-    help: 'Busy fraction of the worker pool since start (0..1)',
-    registers,
-    collect() {
-      this.set(opts.stats().utilization);
-    },
-  });
-  new Gauge({
-    name: METRIC.poolQueue,
-    help: 'Batches waiting for a free worker',
-    registers,
-    collect() {
-      this.set(opts.stats().queuedBatches);
-    },
-  });
-  new Gauge({
-    name: METRIC.poolWorkers,
-    help: 'Live worker threads',
-    registers,
-    collect() {
-      this.set(opts.stats().liveWorkers);
-    },
-  });
-  const modelLoad = new Gauge({
-    name: METRIC.modelLoad,
-    help: 'Seconds taken to load and warm a model version',
-    labelNames: ['model', 'version'],
-    registers,
-  });
-  const modelInfo = new Gauge({
-    name: METRIC.modelInfo,
-    help: 'Loaded model versions (value 1), with their file hash',
-    labelNames: ['model', 'version', 'sha256'],
-    registers,
-  });
+  const httpRequests = counter('httpRequests');
+  const httpDuration = histogram('httpDuration');
+  const errors = counter('errors');
+  const rows = counter('rows');
+  const batchRows = histogram('batchRows');
+  const batchFailures = counter('batchFailures');
+  const queueWait = histogram('queueWait');
+  const compute = histogram('compute');
+  const modelLoad = gauge('modelLoad');
+  const modelInfo = gauge('modelInfo');
+  const cacheLookups = counter('cacheLookups');
+  const redisCalls = counter('redisCalls');
+  const redisSeconds = histogram('redisSeconds');
+  const auditWritten = counter('auditWritten');
+  const auditFlush = histogram('auditFlush');
+  const auditFailures = counter('auditFailures');
 
-  const cacheLookups = new Counter({
-    name: METRIC.cacheLookups,
-    help: 'Cache lookups by tier and result (hit, miss)',
-    labelNames: ['tier', 'result'],
-    registers,
-  });
-  const redisCalls = new Counter({
-    name: METRIC.redisCalls,
-    help: 'Redis calls by operation and result (ok, error: failures, timeouts and open-circuit skips)',
-    labelNames: ['op', 'result'],
-    registers,
-  });
-  const redisSeconds = new Histogram({
-    name: METRIC.redisSeconds,
-    help: 'Seconds per Redis call (one call serves every request of an event-loop turn)',
-    labelNames: ['op'],
-    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
-    registers,
-  });
-  const auditWritten = new Counter({
-    name: METRIC.auditWritten,
-    help: 'Audit records written to the store',
-    registers,
-  });
-  const auditFlush = new Histogram({
-    name: METRIC.auditFlush,
-    help: 'Seconds per audit batch insert',
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
-    registers,
-  });
-  const auditFailures = new Counter({
-    name: METRIC.auditFailures,
-    help: 'Audit records whose write failed (they were spooled)',
-    registers,
-  });
-  if (opts.l1) {
-    const l1 = opts.l1;
-    new Gauge({
-      name: METRIC.cacheL1Entries,
-      help: 'Entries in the in-process cache',
-      registers,
-      collect() {
-        this.set(l1().entries);
-      },
-    });
-    new Gauge({
-      name: METRIC.cacheL1Bytes,
-      help: 'Approximate bytes held by the in-process cache',
-      registers,
-      collect() {
-        this.set(l1().bytes);
-      },
-    });
-    for (const tier of ['l1', 'l2'])
-      for (const result of ['hit', 'miss']) cacheLookups.labels(tier, result).inc(0);
-  }
-  if (opts.redisConnected) {
-    const connected = opts.redisConnected;
-    new Gauge({
-      name: METRIC.redisConnected,
-      help: '1 when Redis is connected and its circuit is not open',
-      registers,
-      collect() {
-        this.set(connected() ? 1 : 0);
-      },
-    });
-    for (const op of ['mget', 'set', 'ping'])
-      for (const result of ['ok', 'error']) redisCalls.labels(op, result).inc(0);
-  }
-  if (opts.audit) {
-    const audit = opts.audit;
-    new Gauge({
-      name: METRIC.auditQueue,
-      help: 'Audit records waiting in memory',
-      registers,
-      collect() {
-        this.set(audit().queue);
-      },
-    });
-    new Gauge({
-      name: METRIC.auditSpool,
-      help: 'Audit records in the on-disk spool, waiting for the store',
-      registers,
-      collect() {
-        this.set(audit().spool);
-      },
-    });
-    new Gauge({
-      name: METRIC.databaseConnected,
-      help: '1 when the audit store takes writes',
-      registers,
-      collect() {
-        this.set(audit().connected ? 1 : 0);
-      },
-    });
-    auditWritten.inc(0);
-    auditFailures.inc(0);
-  }
   const lookupChildren = {
     l1: { hit: cacheLookups.labels('l1', 'hit'), miss: cacheLookups.labels('l1', 'miss') },
     l2: { hit: cacheLookups.labels('l2', 'hit'), miss: cacheLookups.labels('l2', 'miss') },
   };
-
   // Label lookups are the costly part of an observation: keep the children of hot label sets.
   const requestChildren = new Map<
     string,
@@ -295,6 +263,37 @@ export function createPromMetrics(opts: PromMetricsOptions): PromMetrics {
 
   return {
     registry,
+    watch(s) {
+      if (s.queuedRows) gauge('queuedRows', s.queuedRows);
+      if (s.pool) {
+        const pool = s.pool;
+        gauge('poolUtilization', () => pool().utilization);
+        gauge('poolQueue', () => pool().queuedBatches);
+        gauge('poolWorkers', () => pool().liveWorkers);
+      }
+      if (s.l1) {
+        const l1 = s.l1;
+        gauge('cacheL1Entries', () => l1().entries);
+        gauge('cacheL1Bytes', () => l1().bytes);
+        // Series exist from the start, so rate() and alerts see them before the first lookup.
+        for (const tier of ['l1', 'l2'])
+          for (const result of ['hit', 'miss']) cacheLookups.labels(tier, result).inc(0);
+      }
+      if (s.redisConnected) {
+        const connected = s.redisConnected;
+        gauge('redisConnected', () => (connected() ? 1 : 0));
+        for (const op of ['mget', 'set', 'ping'])
+          for (const result of ['ok', 'error']) redisCalls.labels(op, result).inc(0);
+      }
+      if (s.audit) {
+        const audit = s.audit;
+        gauge('auditQueue', () => audit().queue);
+        gauge('auditSpool', () => audit().spool);
+        gauge('databaseConnected', () => (audit().connected ? 1 : 0));
+        auditWritten.inc(0);
+        auditFailures.inc(0);
+      }
+    },
     request(route, method, status, seconds) {
       const key = `${route}\0${method}\0${status}`;
       let c = requestChildren.get(key);

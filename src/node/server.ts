@@ -1,10 +1,14 @@
+/**
+ * The Node server, wired leaves first: config → metrics → stores (cache, audit) → backend → predictor →
+ * app → HTTP server, then the models load in the background while liveness already answers.
+ */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
-import { createMemoryTier, createTieredCache } from '../core/cache.js';
+import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
 import { createPredictor } from '../core/predictor.js';
 import { createRegistry, describeModel, type ModelEntry, type ModelRegistry } from '../core/registry.js';
 import { createAuditLog } from './audit/audit-log.js';
@@ -12,6 +16,8 @@ import { createPgStore } from './audit/pg-store.js';
 import { createPgliteStore } from './audit/pglite-store.js';
 import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
+import { createDocsAssets } from './docs-assets.js';
+import { log } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
@@ -22,19 +28,17 @@ export interface RunningServer {
   port: number;
   registry: ModelRegistry;
   backend: InferenceBackend;
-  audit: ReturnType<typeof createAuditLog> | undefined;
+  audit: AuditLog | undefined;
   /** Resolves once every model is loaded and warmed in every worker. */
   ready: Promise<void>;
-  /** Stop accepting, finish in-flight requests, close the pool. */
+  /** Stop accepting, finish in-flight requests, close the pool, flush the audit log. */
   close(): Promise<void>;
 }
 
-const VERSION = '0.1.0';
+type AuditLog = ReturnType<typeof createAuditLog>;
+type RedisTier = ReturnType<typeof createRedisTier>;
 
-export const log = (level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}) =>
-  console[level === 'info' ? 'log' : level](
-    JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }),
-  );
+const VERSION = '0.1.0';
 
 /** A registry that answers from whatever set of models is current: empty while loading. */
 function swappableRegistry() {
@@ -51,49 +55,97 @@ function swappableRegistry() {
   return { view, set: (r: ModelRegistry) => (current = r) };
 }
 
+/** The prediction cache: L1 in process, L2 in Redis when REDIS_URL is set. */
+function createCache(config: ServerConfig['cache'], metrics: PromMetrics) {
+  if (!config.enabled) return { l1: undefined, redis: undefined, cache: undefined };
+  const l1: MemoryTier = createMemoryTier(config.l1);
+  const redis: RedisTier | undefined = config.redis
+    ? createRedisTier({ ...config.redis, observer: metrics })
+    : undefined;
+  return { l1, redis, cache: createTieredCache(l1, redis, metrics) };
+}
+
+/** The audit log: Postgres when DATABASE_URL is set, else embedded PGlite; a spool on disk either way. */
+function createAudit(config: ServerConfig['audit'], metrics: PromMetrics): AuditLog | undefined {
+  if (!config.enabled) return undefined;
+  return createAuditLog({
+    store: config.databaseUrl
+      ? createPgStore({ url: config.databaseUrl })
+      : createPgliteStore({ dir: join(config.dir, 'pglite') }),
+    spool: createSpool(join(config.dir, 'spool')),
+    batchRows: config.batchRows,
+    flushMs: config.flushMs,
+    maxQueue: config.maxQueue,
+    retryMs: config.retryMs,
+    observer: metrics,
+    log,
+  });
+}
+
+/** /health's dependency fields, in the seeds' names. */
+function healthOf(l1: MemoryTier | undefined, redis: RedisTier | undefined, audit: AuditLog | undefined) {
+  return async () => ({
+    redis_connected: redis ? redis.connected() : false,
+    cache: l1
+      ? {
+          l1_entries: l1.size,
+          l2: redis
+            ? redis.connected()
+              ? 'connected'
+              : `unavailable (circuit ${redis.circuit()})`
+            : 'not configured',
+        }
+      : 'off',
+    ...(audit ? audit.status() : { database_connected: false, audit_store: 'off' }),
+  });
+}
+
+async function listen(fetch: (req: Request) => Response | Promise<Response>, config: ServerConfig) {
+  const server = serve({ fetch, port: config.port, hostname: config.host }) as Server;
+  await new Promise<void>((resolve, reject) => {
+    if (server.listening) resolve();
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  return server;
+}
+
+/** Read the model repository, load every model in every worker, and describe what loaded. */
+async function loadModels(config: ServerConfig, backend: InferenceBackend): Promise<ModelRegistry> {
+  const started = performance.now();
+  const stored = await scanModelRepository(config.modelsDir);
+  const signatures = await backend.load(stored.map((m) => ({ id: `${m.name}@${m.version}`, path: m.path })));
+  const loadSeconds = (performance.now() - started) / 1000;
+  const entries: ModelEntry[] = stored.map((m) =>
+    describeModel({
+      name: m.name,
+      version: m.version,
+      sha256: m.sha256,
+      signature: signatures.get(`${m.name}@${m.version}`)!,
+      metadata: m.metadata,
+      loadSeconds,
+    }),
+  );
+  return createRegistry(entries, { defaultModel: config.defaultModel });
+}
+
 /**
  * Listen at once (liveness answers while models load), then load every model into the pool; readiness
  * turns true when all workers hold warmed sessions.
  */
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
+  const metrics = createPromMetrics();
+  const { l1, redis, cache } = createCache(config.cache, metrics);
+  const audit = createAudit(config.audit, metrics);
   const backend = createPoolBackend({ size: config.poolSize, intraOpNumThreads: config.intraOpNumThreads });
-  const registry = swappableRegistry();
-  let ready = false;
-  let closing = false;
-  const predictorRef: { queuedRows: () => number } = { queuedRows: () => 0 };
-  // Observers are created before the metrics that implement them: forward through this reference.
-  const observe: { m?: PromMetrics } = {};
-
-  const l1 = config.cache.enabled ? createMemoryTier(config.cache.l1) : undefined;
-  const redis =
-    config.cache.enabled && config.cache.redis
-      ? createRedisTier({
-          ...config.cache.redis,
-          observer: { call: (op, s, ok) => observe.m?.call(op, s, ok) },
-        })
-      : undefined;
-  const cache = l1
-    ? createTieredCache(l1, redis, { lookup: (t, h, m) => observe.m?.lookup(t, h, m) })
-    : undefined;
-
-  const audit = config.audit.enabled
-    ? createAuditLog({
-        store: config.audit.databaseUrl
-          ? createPgStore({ url: config.audit.databaseUrl })
-          : createPgliteStore({ dir: join(config.audit.dir, 'pglite') }),
-        spool: createSpool(join(config.audit.dir, 'spool')),
-        batchRows: config.audit.batchRows,
-        flushMs: config.audit.flushMs,
-        maxQueue: config.audit.maxQueue,
-        retryMs: config.audit.retryMs,
-        observer: { written: (n, s) => observe.m?.written(n, s), failed: (n) => observe.m?.failed(n) },
-        log,
-      })
-    : undefined;
-
-  const metrics = createPromMetrics({
-    stats: () => backend.stats(),
-    queuedRows: () => predictorRef.queuedRows(),
+  const predictor = createPredictor({
+    backend,
+    batching: config.batching,
+    onBatch: (entry, r) => metrics.batch(entry, r),
+  });
+  metrics.watch({
+    pool: () => backend.stats(),
+    queuedRows: () => predictor.queuedRows(),
     ...(l1 ? { l1: () => ({ entries: l1.size, bytes: l1.bytes }) } : {}),
     ...(redis ? { redisConnected: () => redis.connected() } : {}),
     ...(audit
@@ -106,71 +158,43 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         }
       : {}),
   });
-  observe.m = metrics;
-  const predictor = createPredictor({
-    backend,
-    batching: config.batching,
-    onBatch: (entry, r) => metrics.batch(entry, r),
-  });
-  predictorRef.queuedRows = () => predictor.queuedRows();
 
-  const health = async () => ({
-    redis_connected: redis ? redis.connected() : false,
-    cache: cache
-      ? {
-          l1_entries: l1!.size,
-          l2: redis
-            ? redis.connected()
-              ? 'connected'
-              : `unavailable (circuit ${redis.circuit()})`
-            : 'not configured',
-        }
-      : 'off',
-    ...(audit ? audit.status() : { database_connected: false, audit_store: 'off' }),
-  });
-
+  const registry = swappableRegistry();
+  let ready = false;
+  let closing = false;
   const app = createApp(
-    { registry: registry.view, predictor, metrics, isReady: () => ready && !closing, health, cache, audit },
+    {
+      registry: registry.view,
+      predictor,
+      metrics,
+      isReady: () => ready && !closing,
+      health: healthOf(l1, redis, audit),
+      cache,
+      audit,
+      docsAsset: createDocsAssets(),
+    },
     {
       maxBodyBytes: config.maxBodyBytes,
       maxRowsPerRequest: config.maxRowsPerRequest,
       serverVersion: VERSION,
+      probability: config.probability,
     },
   );
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }) as Server;
-  await new Promise<void>((resolve, reject) => {
-    if (server.listening) resolve();
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
+  const server = await listen(app.fetch, config);
   const port = (server.address() as AddressInfo).port;
 
-  const loading = (async () => {
-    const started = performance.now();
-    const stored = await scanModelRepository(config.modelsDir);
-    const signatures = await backend.load(
-      stored.map((m) => ({ id: `${m.name}@${m.version}`, path: m.path })),
-    );
-    const loadSeconds = (performance.now() - started) / 1000;
-    const entries: ModelEntry[] = stored.map((m) =>
-      describeModel({
-        name: m.name,
-        version: m.version,
-        sha256: m.sha256,
-        signature: signatures.get(`${m.name}@${m.version}`)!,
-        metadata: m.metadata,
-        loadSeconds,
-      }),
-    );
-    registry.set(createRegistry(entries, { defaultModel: config.defaultModel }));
-    for (const e of entries) metrics.modelLoaded(e);
+  const started = performance.now();
+  const loading = loadModels(config, backend).then((loaded) => {
+    registry.set(loaded);
+    for (const e of loaded.all()) metrics.modelLoaded(e);
     ready = true;
     log('info', 'models ready', {
-      models: entries.map((e) => e.id),
+      models: loaded.all().map((e) => e.id),
       workers: config.poolSize,
-      seconds: Math.round(loadSeconds * 1000) / 1000,
+      seconds: Math.round(performance.now() - started) / 1000,
     });
-  })();
+  });
+  loading.catch((err) => log('error', 'model loading failed', { error: String(err?.stack ?? err) }));
 
   const close = async () => {
     if (closing) return;
@@ -190,10 +214,6 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     await audit?.close();
     await redis?.close();
   };
-
-  loading.catch(async (err) => {
-    log('error', 'model loading failed', { error: String(err?.stack ?? err) });
-  });
 
   return {
     url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,

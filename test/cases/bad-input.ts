@@ -72,7 +72,7 @@ export const BAD_INPUT_CASES: [
     'features[6]',
   ],
   ['too few values', '/predict', { features: [1, 2, 3] }, 422, 'ERR_INPUT_SHAPE', 'features'],
-  ['features of the wrong type', '/predict', { features: 'x' }, 422, 'ERR_INPUT_TYPE', 'features'],
+  ['features of the wrong type', '/predict', { features: 'x' }, 422, 'ERR_VALIDATION', 'features'],
   ['an unknown model', '/predict', { model: 'nope', features: [1] }, 404, 'ERR_MODEL_NOT_FOUND', 'model'],
   [
     'an unknown version',

@@ -3,8 +3,8 @@
  * the Piscina pool, onnxruntime-web in workerd). Outputs are checked against the models' own weights.
  */
 import { describe, expect, it } from 'vitest';
-import { type ReferenceModel, rows } from '../../test/reference-core.js';
-import type { InferenceBackend, ModelSource } from './backend.js';
+import type { InferenceBackend, ModelSource } from '../../src/core/backend.js';
+import { type ReferenceModel, rows } from '../reference-core.js';
 
 export interface BackendCase {
   name: string;

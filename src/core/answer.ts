@@ -1,0 +1,59 @@
+/**
+ * The end of every prediction route: the response body and the audit record come from one result, so what
+ * a client was told and what the log says cannot drift apart.
+ */
+import type { Context } from 'hono';
+import { type AuditSink, cacheSummary } from './audit.js';
+import type { InferResult } from './inference.js';
+import type { ModelEntry } from './registry.js';
+
+export interface Answered {
+  /** The route as audited: `/predict`, `/predict/batch`, `/v2/models/:name/infer`… */
+  route: string;
+  entry: ModelEntry;
+  requestId: string;
+  /** What the client sent, as audited. */
+  input: unknown;
+  rows: number;
+  /** performance.now() when the request arrived. */
+  started: number;
+  tiers: InferResult['tiers'];
+}
+
+export interface Rendered {
+  body: unknown;
+  /** The predictions as audited. */
+  output: unknown;
+}
+
+export type Render = (latencyMs: number, cachedRows: number) => Rendered;
+
+const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
+
+export function createAnswer(audit: AuditSink | undefined) {
+  return function answer(c: Context, a: Answered, render: Render): Response {
+    const latencyMs = round3(performance.now() - a.started);
+    let cachedRows = 0;
+    if (a.tiers) for (const t of a.tiers) if (t !== undefined) cachedRows++;
+    const { body, output } = render(latencyMs, cachedRows);
+    audit?.record({
+      id: crypto.randomUUID(),
+      request_id: a.requestId,
+      time: new Date().toISOString(),
+      route: a.route,
+      model: a.entry.name,
+      model_version: a.entry.version,
+      model_sha256: a.entry.sha256,
+      input: a.input,
+      output,
+      rows: a.rows,
+      latency_ms: latencyMs,
+      cache: cacheSummary(a.tiers),
+      status: 200,
+      client_id: c.req.header('x-client-id') ?? null,
+    });
+    return c.json(body);
+  };
+}
+
+export type Answer = ReturnType<typeof createAnswer>;

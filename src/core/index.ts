@@ -1,0 +1,37 @@
+/** The runtime-neutral core's public API: what entry points (src/node, edge/) and tools build on. */
+export { type AppConfig, type AppDeps, createApp } from './app.js';
+export { type AuditRecord, type AuditSink, cacheSummary } from './audit.js';
+export { AUDIT_TABLE, type AuditStore, INSERT_SQL, SCHEMA_SQL } from './audit-sql.js';
+export type {
+  BackendStats,
+  Dim,
+  InferenceBackend,
+  ModelSignature,
+  ModelSource,
+  TensorInfo,
+} from './backend.js';
+export type { BatcherOptions, BatchReport } from './batcher.js';
+export {
+  type CachedRow,
+  type CacheObserver,
+  type CacheTier,
+  createMemoryTier,
+  createTieredCache,
+  type MemoryTier,
+  type TieredCache,
+  type TierName,
+} from './cache.js';
+export { type ErrorCode, ServeError } from './errors.js';
+export { type AppMetrics, noopMetrics } from './metrics.js';
+export { createOrtSessionBackend, type OrtSessionLike } from './ort-session-backend.js';
+export { createPredictor, type Predictor, type PredictorOptions } from './predictor.js';
+export {
+  compareVersions,
+  createRegistry,
+  describeModel,
+  type ModelEntry,
+  type ModelMetadata,
+  type ModelRegistry,
+} from './registry.js';
+export { DOCS_FILES } from './routes/operations.js';
+export type { DType, Tensor, TensorArray } from './tensor.js';

@@ -1,0 +1,55 @@
+/**
+ * Which model a request means when it names none: seed clients send only `features`. The default model
+ * answers rows it fits; otherwise the one model whose feature names (or count) the row matches; several
+ * matches are refused with the candidates named; no match falls back to the default model, whose
+ * validation then names the exact field that is wrong.
+ */
+import { ServeError } from './errors.js';
+import type { ModelEntry, ModelRegistry, TabularInput } from './registry.js';
+
+/** The first row of a request's features: a row itself, or the first of several. */
+function firstRow(features: unknown): unknown {
+  return Array.isArray(features) && Array.isArray(features[0]) ? features[0] : features;
+}
+
+function fits(spec: TabularInput | undefined, row: unknown): boolean {
+  if (!spec) return false;
+  if (Array.isArray(row)) return row.length === spec.features;
+  if (row === null || typeof row !== 'object' || !spec.featureIndex) return false;
+  let n = 0;
+  for (const key in row) {
+    if (!spec.featureIndex.has(key)) return false;
+    n++;
+  }
+  return n === spec.features;
+}
+
+export function chooseModel(
+  registry: ModelRegistry,
+  name: string | undefined,
+  version: string | undefined,
+  features: unknown,
+): ModelEntry {
+  if (name !== undefined) return registry.resolve(name, version);
+  const row = firstRow(features);
+  const fallback = registry.defaultModel;
+  if (fallback !== undefined && fits(registry.versions(fallback).at(-1)?.tabular, row)) {
+    return registry.resolve(fallback, version);
+  }
+  const matches: ModelEntry[] = [];
+  for (const n of registry.names()) {
+    if (n === fallback) continue;
+    const newest = registry.versions(n).at(-1)!;
+    if (fits(newest.tabular, row)) matches.push(newest);
+  }
+  if (matches.length === 1) return registry.resolve(matches[0]!.name, version);
+  if (matches.length > 1) {
+    const names = matches.map((m) => m.name);
+    throw new ServeError(
+      'ERR_MODEL_AMBIGUOUS',
+      `these features fit several models (${names.join(', ')}): name one in 'model'`,
+      { field: 'model', candidates: names },
+    );
+  }
+  return registry.resolve(undefined, version);
+}

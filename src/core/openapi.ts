@@ -1,0 +1,60 @@
+/**
+ * Routes are declared once, as OpenAPI operations, and registered from that declaration: the document lists
+ * exactly the routes the app serves (test/openapi.test.ts checks both ways), with every status each answers.
+ */
+import type { OpenAPIHono, RouteConfig } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import * as S from './schemas.js';
+
+export type RouteHandler = (c: Context) => Response | Promise<Response>;
+
+/** `/v2/models/{name}` → `/v2/models/:name`. */
+export const honoPath = (openApiPath: string) => openApiPath.replace(/\{(\w+)\}/g, ':$1');
+
+/** Publish the operation and serve it with `handler`. Request bodies are parsed by the handler (see http.ts). */
+export function register(app: OpenAPIHono, route: RouteConfig, handler: RouteHandler): void {
+  app.openAPIRegistry.registerPath(route);
+  app.on(route.method.toUpperCase(), honoPath(route.path), handler);
+}
+
+const WHY: Record<number, string> = {
+  400: 'Malformed JSON',
+  404: 'Unknown model or version',
+  413: 'Body, or rows, over the limit',
+  415: 'Content-Type is not JSON',
+  422: 'Invalid input; `field` names the culprit',
+  500: 'Inference failed (for example, a worker thread died mid-batch); only this request’s batch fails',
+  503: 'Queue full, models still loading, or shutting down; see Retry-After',
+};
+
+type ErrorStatus = keyof typeof WHY;
+
+/** Error responses with the server's error body (`{"error": {code, message, field}}`). */
+export const errorResponses = (...statuses: ErrorStatus[]) =>
+  Object.fromEntries(
+    statuses.map((s) => [
+      s,
+      { description: WHY[s]!, content: { 'application/json': { schema: S.ErrorResponse } } },
+    ]),
+  );
+
+/** The same for Open Inference Protocol routes, whose error body is `{"error": "message"}`. */
+export const v2ErrorResponses = (...statuses: ErrorStatus[]) =>
+  Object.fromEntries(
+    statuses.map((s) => [
+      s,
+      { description: WHY[s]!, content: { 'application/json': { schema: S.V2Error } } },
+    ]),
+  );
+
+/** Every status a prediction route can answer besides 200. */
+export const PREDICTION_ERRORS = [400, 404, 413, 415, 422, 500, 503] as const;
+
+export const json = <T>(schema: T, description: string) => ({
+  description,
+  content: { 'application/json': { schema } },
+});
+
+export const jsonBody = <T>(schema: T) => ({
+  body: { content: { 'application/json': { schema } }, required: true },
+});

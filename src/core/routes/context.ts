@@ -1,0 +1,83 @@
+/** What every route module receives from `createApp`: the dependencies, the settings, and shared helpers. */
+import type { Context } from 'hono';
+import { type Answer, createAnswer } from '../answer.js';
+import type { AuditSink } from '../audit.js';
+import type { TieredCache } from '../cache.js';
+import { ServeError } from '../errors.js';
+import { createJsonReader, type JsonReader } from '../http.js';
+import { createInference, type Inference } from '../inference.js';
+import type { AppMetrics } from '../metrics.js';
+import type { Predictor } from '../predictor.js';
+import type { ModelRegistry } from '../registry.js';
+
+export interface AppDeps {
+  registry: ModelRegistry;
+  predictor: Predictor;
+  metrics: AppMetrics;
+  /** True once every model is loaded and warmed, false again while shutting down. */
+  isReady: () => boolean;
+  /** Connectivity fields for /health (cache, audit store…), filled in by the entry point. */
+  health?: () => Promise<Record<string, unknown>>;
+  /** Prediction cache; absent = none. */
+  cache?: TieredCache;
+  /** Where audit records go; absent = none. */
+  audit?: AuditSink;
+  /**
+   * The documentation pages' static files (Swagger UI, Redoc), by file name; absent = /docs and /redoc
+   * answer 404. Node serves them from the installed packages, so the pages work with no internet.
+   */
+  docsAsset?: (file: string) => Promise<{ body: Uint8Array | string; type: string } | undefined>;
+}
+
+export interface AppConfig {
+  /** Largest request body accepted. */
+  maxBodyBytes: number;
+  /** Most rows one request may carry. */
+  maxRowsPerRequest: number;
+  /** Reported by GET / and GET /v2. */
+  serverVersion: string;
+  /** Let concurrent identical misses share one inference (default). Off where requests must not wait on each other. */
+  singleFlight?: boolean;
+  /**
+   * `/predict`'s `probability`: `positive` (default) = the positive class's (binary) or the predicted
+   * class's (multiclass), as seed 000's clients read it; `list` = every class's, as seed 003's do.
+   */
+  probability?: 'positive' | 'list';
+}
+
+export interface RouteContext {
+  deps: AppDeps;
+  config: AppConfig;
+  inference: Inference;
+  readJson: JsonReader;
+  answer: Answer;
+  /** Throws 503 ERR_NOT_READY until every model is loaded and warmed, and again while shutting down. */
+  requireReady(): void;
+  /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
+  requestId(c: Context, fromBody: string | undefined): string;
+}
+
+export const notReady = () =>
+  new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down', {
+    retryAfterSeconds: 1,
+  });
+
+export function createRouteContext(deps: AppDeps, config: AppConfig): RouteContext {
+  return {
+    deps,
+    config,
+    inference: createInference(deps.predictor, deps.cache, { singleFlight: config.singleFlight }),
+    readJson: createJsonReader(config.maxBodyBytes),
+    answer: createAnswer(deps.audit),
+    requireReady() {
+      if (!deps.isReady()) throw notReady();
+    },
+    requestId(c, fromBody) {
+      if (fromBody !== undefined) return fromBody;
+      const header = c.req.header('x-request-id');
+      if (header === undefined) return crypto.randomUUID();
+      c.header('X-Request-Id', header);
+      return header;
+    },
+  };
+}

@@ -1,0 +1,96 @@
+/** What is loaded: every model, each version's signature and metadata, and the seeds' model-info routes. */
+import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { errorResponses, json, register } from '../openapi.js';
+import type { ModelEntry } from '../registry.js';
+import * as S from '../schemas.js';
+import type { RouteContext } from './context.js';
+
+const tags = ['models'];
+
+export const describeVersion = (e: ModelEntry) => ({
+  version: e.version,
+  sha256: e.sha256,
+  inputs: e.signature.inputs,
+  outputs: e.signature.outputs,
+  feature_names: e.tabular?.featureNames ?? null,
+  feature_count: e.tabular?.features ?? null,
+  class_labels: e.classLabels ?? null,
+  batchable: e.batchable,
+  load_seconds: Math.round(e.loadSeconds * 1e4) / 1e4,
+  description: e.metadata.description ?? null,
+  training: e.metadata.training ?? null,
+  metrics: e.metadata.metrics ?? null,
+  created: e.metadata.created ?? null,
+});
+
+const modelInfoRoute = (path: string) =>
+  createRoute({
+    method: 'get',
+    path,
+    tags,
+    summary: `The default model's newest version, or the one named (seed clients' ${path})`,
+    request: { query: S.ModelQuery },
+    responses: {
+      200: json(S.ModelInfo, 'One version'),
+      ...errorResponses(404, 422),
+    },
+  });
+
+export function modelRoutes(ctx: RouteContext) {
+  const { registry } = ctx.deps;
+  const app = new OpenAPIHono();
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/models',
+      tags,
+      summary: 'Every loaded model with its versions',
+      responses: { 200: json(S.ModelList, 'Models') },
+    }),
+    (c) =>
+      c.json({
+        default_model: registry.defaultModel ?? null,
+        models: registry.names().map((n) => {
+          const versions = registry.versions(n);
+          return {
+            name: n,
+            versions: versions.map((v) => v.version),
+            default_version: versions.at(-1)!.version,
+            description: versions.at(-1)!.metadata.description ?? null,
+          };
+        }),
+      }),
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/models/{name}',
+      tags,
+      summary: 'One model: every version’s signature, sha256 and metadata',
+      request: { params: S.ModelParams },
+      responses: { 200: json(S.ModelDetail, 'The model'), ...errorResponses(404) },
+    }),
+    (c) => {
+      const name = c.req.param('name')!;
+      const newest = registry.resolve(name); // 404 ERR_MODEL_NOT_FOUND
+      return c.json({
+        name,
+        default_version: newest.version,
+        versions: registry.versions(name).map(describeVersion),
+      });
+    },
+  );
+
+  const modelInfo = (c: Context) => {
+    const e = registry.resolve(c.req.query('model'), c.req.query('version'));
+    return c.json({ name: e.name, ...describeVersion(e) });
+  };
+  register(app, modelInfoRoute('/model/info'), modelInfo);
+  register(app, modelInfoRoute('/model-info'), modelInfo);
+  return app;
+}

@@ -1,0 +1,187 @@
+/** Operating the server: the index, Prometheus metrics, the OpenAPI document and its two readers. */
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { ServeError } from '../errors.js';
+import { errorResponses, json, register } from '../openapi.js';
+import * as S from '../schemas.js';
+import type { RouteContext } from './context.js';
+
+const tags = ['operations'];
+
+/** The static files the documentation pages load; the entry point supplies their bytes (deps.docsAsset). */
+export const DOCS_FILES = ['swagger-ui.css', 'swagger-ui-bundle.js', 'redoc.standalone.js'] as const;
+
+// Relative URLs, so the pages also work behind a proxy that mounts the server under a path prefix.
+const SWAGGER_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>onnx-serve API</title>
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/assets/swagger-init.js"></script>
+</body>
+</html>
+`;
+
+const SWAGGER_INIT = `window.ui = SwaggerUIBundle({
+  url: new URL('openapi.json', document.baseURI).href,
+  dom_id: '#swagger-ui',
+  deepLinking: true,
+});
+`;
+
+const REDOC_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>onnx-serve API</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head>
+<body>
+<redoc spec-url="openapi.json"></redoc>
+<script src="docs/assets/redoc.standalone.js"></script>
+</body>
+</html>
+`;
+
+const html = (description: string) => ({
+  description,
+  content: { 'text/html': { schema: z.string() } },
+});
+
+export function operationRoutes(ctx: RouteContext, document: () => unknown) {
+  const { deps, config } = ctx;
+  const { registry, metrics } = deps;
+  const app = new OpenAPIHono();
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/',
+      tags,
+      summary: 'Server name, version, default model and main routes',
+      responses: { 200: json(S.ServerInfo, 'Server information') },
+    }),
+    (c) =>
+      c.json({
+        name: 'onnx-serve',
+        version: config.serverVersion,
+        default_model: registry.defaultModel ?? null,
+        endpoints: [
+          '/predict',
+          '/predict/batch',
+          '/models',
+          '/health',
+          '/metrics',
+          '/v2',
+          '/docs',
+          '/redoc',
+          '/openapi.json',
+        ],
+      }),
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/metrics',
+      tags,
+      summary: 'Prometheus metrics',
+      responses: {
+        200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } },
+      },
+    }),
+    async (c) => {
+      const { contentType, body } = await metrics.render();
+      return c.body(body, 200, { 'Content-Type': contentType });
+    },
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/openapi.json',
+      tags,
+      summary: 'This document (OpenAPI 3.1)',
+      responses: {
+        200: json(z.object({ openapi: z.string() }).catchall(z.unknown()), 'The OpenAPI document'),
+      },
+    }),
+    (c) => c.json(document()),
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/docs',
+      tags,
+      summary: 'Swagger UI, served from this server (no internet needed)',
+      responses: { 200: html('Swagger UI'), ...errorResponses(404) },
+    }),
+    (c) => (deps.docsAsset ? c.html(SWAGGER_PAGE) : noDocs()),
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/redoc',
+      tags,
+      summary: 'Redoc, served from this server (no internet needed)',
+      responses: { 200: html('Redoc'), ...errorResponses(404) },
+    }),
+    (c) => (deps.docsAsset ? c.html(REDOC_PAGE) : noDocs()),
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/docs/assets/{file}',
+      tags,
+      summary: 'The documentation pages’ scripts and styles',
+      request: {
+        params: z.object({
+          file: z.string().openapi({ param: { name: 'file', in: 'path' }, example: 'swagger-ui.css' }),
+        }),
+      },
+      responses: {
+        200: {
+          description: 'The file',
+          content: { 'text/javascript': { schema: z.string() }, 'text/css': { schema: z.string() } },
+        },
+        ...errorResponses(404),
+      },
+    }),
+    async (c) => {
+      const file = c.req.param('file')!;
+      if (file === 'swagger-init.js') return c.body(SWAGGER_INIT, 200, { 'Content-Type': 'text/javascript' });
+      const asset = (DOCS_FILES as readonly string[]).includes(file)
+        ? await deps.docsAsset?.(file)
+        : undefined;
+      if (!asset) throw new ServeError('ERR_NOT_FOUND', `no documentation file '${file}'`, { field: 'file' });
+      return c.body(asset.body as Uint8Array<ArrayBuffer>, 200, {
+        'Content-Type': asset.type,
+        'Cache-Control': 'public, max-age=86400',
+      });
+    },
+  );
+
+  return app;
+}
+
+const noDocs = (): never => {
+  throw new ServeError(
+    'ERR_NOT_FOUND',
+    'documentation pages are not served by this runtime; see /openapi.json',
+  );
+};

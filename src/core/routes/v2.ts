@@ -1,0 +1,156 @@
+/** Open Inference Protocol v2 (KServe, Triton): server and model metadata, health, and JSON inference. */
+import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { invalid } from '../errors.js';
+import { json, jsonBody, PREDICTION_ERRORS, register, v2ErrorResponses } from '../openapi.js';
+import type { ModelEntry } from '../registry.js';
+import * as S from '../schemas.js';
+import { toV2Datatype } from '../tensor.js';
+import { decodeV2Inputs, encodeV2Output, selectV2Outputs } from '../v2.js';
+import type { RouteContext } from './context.js';
+
+const tags = ['open inference protocol v2'];
+
+const inferRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
+  createRoute({
+    method: 'post',
+    path,
+    tags,
+    summary: 'Inference with JSON tensors',
+    request: { params, ...jsonBody(S.V2InferRequest) },
+    responses: {
+      200: json(S.V2InferResponse, 'Output tensors'),
+      ...v2ErrorResponses(...PREDICTION_ERRORS),
+    },
+  });
+
+const metadataRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
+  createRoute({
+    method: 'get',
+    path,
+    tags,
+    summary: 'Model metadata: inputs and outputs with datatype and shape (-1 = any size)',
+    request: { params },
+    responses: { 200: json(S.V2ModelMetadata, 'Model metadata'), ...v2ErrorResponses(404) },
+  });
+
+const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
+  createRoute({
+    method: 'get',
+    path,
+    tags,
+    summary: 'Model readiness',
+    request: { params },
+    responses: { 200: json(S.V2ModelReady, 'Ready'), ...v2ErrorResponses(404, 503) },
+  });
+
+const tensorMeta = (t: ModelEntry['signature']['inputs'][number]) => ({
+  name: t.name,
+  datatype: toV2Datatype(t.type!),
+  shape: t.shape.map((d) => (typeof d === 'number' ? d : -1)),
+});
+
+export function v2Routes(ctx: RouteContext) {
+  const { deps, config, inference, readJson, answer } = ctx;
+  const { registry, metrics } = deps;
+  const app = new OpenAPIHono();
+
+  const infer = async (c: Context) => {
+    const started = performance.now();
+    ctx.requireReady();
+    const name = c.req.param('name')!;
+    const version = c.req.param('version');
+    const body = await readJson(c, S.V2InferRequest);
+    const entry = registry.resolve(name, version);
+    const outputNames = selectV2Outputs(entry, body.outputs);
+    const { tensors, rows } = decodeV2Inputs(entry, body.inputs);
+    if (entry.batchable && rows > config.maxRowsPerRequest) {
+      throw invalid(
+        'ERR_TOO_MANY_ROWS',
+        'inputs',
+        `${rows} rows; at most ${config.maxRowsPerRequest} per request`,
+      );
+    }
+    const useCache = body.parameters?.use_cache !== false;
+    const { outputs, tiers } = await inference.run(entry, tensors, rows, { useCache, outputs: outputNames });
+    metrics.rows(entry.name, entry.version, rows);
+    const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
+    const requestId = body.id ?? crypto.randomUUID();
+    const a = { route: c.req.routePath, entry, requestId, input: body.inputs, rows, started, tiers };
+    return answer(c, a, (_latencyMs, cachedRows) => ({
+      output: encoded,
+      body: {
+        model_name: entry.name,
+        model_version: entry.version,
+        id: body.id,
+        parameters: { cached_rows: cachedRows },
+        outputs: encoded,
+      },
+    }));
+  };
+
+  const metadata = (c: Context) => {
+    const e = registry.resolve(c.req.param('name'), c.req.param('version'));
+    return c.json({
+      name: e.name,
+      versions: registry.versions(e.name).map((v) => v.version),
+      platform: 'onnxruntime_onnx',
+      inputs: e.signature.inputs.map(tensorMeta),
+      outputs: e.signature.outputs.map(tensorMeta),
+    });
+  };
+
+  const modelReady = (c: Context) => {
+    registry.resolve(c.req.param('name'), c.req.param('version'));
+    ctx.requireReady();
+    return c.json({ name: c.req.param('name')!, ready: true });
+  };
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/v2',
+      tags,
+      summary: 'Server metadata',
+      responses: { 200: json(S.V2ServerMetadata, 'Server name, version and extensions') },
+    }),
+    (c) => c.json({ name: 'onnx-serve', version: config.serverVersion, extensions: [] }),
+  );
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/v2/health/live',
+      tags,
+      summary: 'Server liveness',
+      responses: { 200: json(S.V2Live, 'Live') },
+    }),
+    (c) => c.json({ live: true }),
+  );
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/v2/health/ready',
+      tags,
+      summary: 'Server readiness: every model loaded and warmed in every worker',
+      responses: { 200: json(S.V2Ready, 'Ready'), ...v2ErrorResponses(503) },
+    }),
+    (c) => {
+      ctx.requireReady();
+      return c.json({ ready: true });
+    },
+  );
+  register(app, metadataRoute('/v2/models/{name}', S.ModelParams), metadata);
+  register(app, metadataRoute('/v2/models/{name}/versions/{version}', S.ModelVersionParams), metadata);
+  register(app, modelReadyRoute('/v2/models/{name}/ready', S.ModelParams), modelReady);
+  register(
+    app,
+    modelReadyRoute('/v2/models/{name}/versions/{version}/ready', S.ModelVersionParams),
+    modelReady,
+  );
+  register(app, inferRoute('/v2/models/{name}/infer', S.ModelParams), infer);
+  register(app, inferRoute('/v2/models/{name}/versions/{version}/infer', S.ModelVersionParams), infer);
+  return app;
+}
