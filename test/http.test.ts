@@ -242,6 +242,9 @@ describe('Open Inference Protocol v2', () => {
       [{ inputs: [irisInput([[1, 2, 3, 4]])], outputs: [{ name: 'nope' }] }, 422, /no output 'nope'/],
       [{ inputs: [irisInput([[1, 2, 'a' as unknown as number, 4]])] }, 422, /must be a number/],
       [{ inputs: [] }, 422, /inputs/],
+      // An empty batch once failed the whole micro-batch it joined with a 500 (and its neighbours' rows).
+      [{ inputs: [{ ...irisInput([]), shape: [0, 4] }] }, 422, /empty dimension 0/],
+      [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), data: [[[1, 2, 3, 4]]] }] }, 422, /nested deeper/],
     ] as const;
     for (const [body, status, message] of bad) {
       const res = await server.post('/v2/models/iris/infer', body);
@@ -250,6 +253,11 @@ describe('Open Inference Protocol v2', () => {
       expect(typeof got.error).toBe('string');
       expect(got.error).toMatch(message);
     }
+    // 50,000 levels of nesting once overflowed the stack (500); each level is refused at the rank's depth.
+    const deep = `{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":${'['.repeat(50_000)}${']'.repeat(50_000)}}]}`;
+    const res = await server.post('/v2/models/iris/infer', deep);
+    expect(res.status).toBe(422);
+    expect((await json(res)).error).toMatch(/inputs\[0\]\.data is nested deeper/);
     const missing = await server.post('/v2/models/nope/infer', { inputs: [irisInput([[1, 2, 3, 4]])] });
     expect(missing.status).toBe(404);
     expect((await json(missing)).error).toMatch(/not loaded/);

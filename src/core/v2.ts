@@ -18,10 +18,15 @@ export interface V2OutputTensor {
   data: (number | boolean)[];
 }
 
-function flatten(data: unknown[], out: unknown[]): unknown[] {
+/**
+ * Row-major values from `data`, flat or nested. Nesting deeper than the tensor's rank is refused: it cannot
+ * describe the shape, and unbounded recursion over a client's 50,000-deep array would overflow the stack.
+ */
+function flatten(data: unknown[], out: unknown[], depthLeft: number, field: string): unknown[] {
   for (const v of data) {
-    if (Array.isArray(v)) flatten(v, out);
-    else out.push(v);
+    if (!Array.isArray(v)) out.push(v);
+    else if (depthLeft > 1) flatten(v, out, depthLeft - 1, field);
+    else throw invalid('ERR_INPUT_SHAPE', field, `${field} is nested deeper than the tensor's rank`);
   }
   return out;
 }
@@ -62,6 +67,13 @@ export function decodeV2Inputs(
       );
     }
     input.shape.forEach((d, j) => {
+      if (d === 0) {
+        throw invalid(
+          'ERR_INPUT_SHAPE',
+          `${field}.shape`,
+          `input '${input.name}' has an empty dimension ${j}`,
+        );
+      }
       const want = spec.shape[j];
       if (typeof want === 'number' && want >= 0 && want !== d) {
         throw invalid(
@@ -71,7 +83,7 @@ export function decodeV2Inputs(
         );
       }
     });
-    const values = flatten(input.data, []);
+    const values = flatten(input.data, [], input.shape.length, `${field}.data`);
     const count = elementCount(input.shape);
     if (values.length !== count) {
       throw invalid(
