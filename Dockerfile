@@ -1,16 +1,21 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t onnx-serve .    Run: docker run -p 8000:8000 onnx-serve
+# Node 24 (LTS): Node 20 is past its end of life; the server itself runs on Node 20 through 24.
 
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
-RUN npm ci --no-audit --no-fund
+# No install scripts: the server needs none (onnxruntime-node ships its CPU binaries in the package, and
+# its CUDA download is skipped), and `prepare` would build before the sources are here. `npm install` with
+# the lock installs the locked versions; `npm ci` refuses a lock that lacks other platforms' optional
+# Biome binaries, which a registry mirror without them (as on our build machines) cannot record.
+RUN npm install --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY workers ./workers
-RUN npm run build && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev --ignore-scripts
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
@@ -19,6 +24,7 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY models ./models
+COPY vendor ./vendor
 # The audit spool and, without DATABASE_URL, the embedded PGlite store live here.
 RUN mkdir -p /data && chown node:node /data
 ENV AUDIT_DIR=/data

@@ -1,6 +1,6 @@
 /** Dockerfile, compose, Kubernetes and monitoring files agree with the code they deploy and observe. */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -49,10 +49,98 @@ describe('Dockerfile', () => {
     expect(existsSync(join(ROOT, cmd[1]))).toBe(true);
     expect(read('Dockerfile')).toContain('/health/ready');
   });
-  it('builds on the Node major the package declares', () => {
-    const major = /FROM node:(\d+)/.exec(read('Dockerfile'))![1];
-    expect(JSON.parse(read('package.json')).engines.node).toBe(`>=${major}`);
+  it('builds on a Node LTS still in support, within the range the package declares', () => {
+    // Node 20 reached its end of life in April 2026; 22 and 24 are the LTS lines in support (Nov 2026).
+    const majors = [...read('Dockerfile').matchAll(/^FROM node:(\d+)/gm)].map((m) => Number(m[1]));
+    expect(majors.length).toBe(2);
+    for (const major of majors) expect([22, 24]).toContain(major);
+    const min = Number(/>=(\d+)/.exec(JSON.parse(read('package.json')).engines.node)![1]);
+    expect(Math.min(...majors)).toBeGreaterThanOrEqual(min);
   });
+
+  it('replayed in a clean directory holding only what it copies: builds, ships only the server, and serves', async () => {
+    // No Docker engine here: run the Dockerfile's own COPY and RUN steps, stage by stage, in empty folders.
+    const stages: { dir: string; steps: string[] }[] = [];
+    for (const line of read('Dockerfile').replace(/\\\n/g, ' ').split('\n')) {
+      if (line.startsWith('FROM'))
+        stages.push({ dir: mkdtempSync(join(tmpdir(), 'docker-stage-')), steps: [] });
+      else if (/^(COPY|RUN) /.test(line)) stages.at(-1)!.steps.push(line);
+    }
+    const [build, runtime] = stages as [(typeof stages)[0], (typeof stages)[0]];
+    const replay = (stage: (typeof stages)[0]) => {
+      for (const step of stage.steps) {
+        const [op, ...args] = step.split(/\s+/);
+        if (op === 'RUN') {
+          if (step.includes('/data')) continue; // the image's data volume, not part of the app
+          execFileSync('sh', ['-c', step.slice(4)], {
+            cwd: stage.dir,
+            stdio: 'pipe',
+            env: { ...process.env, CI: 'true' },
+          });
+          continue;
+        }
+        const from = args[0]!.startsWith('--from=') ? build.dir : ROOT;
+        const paths = args.filter((a) => !a.startsWith('--'));
+        const dest = join(stage.dir, paths.at(-1)!);
+        for (const src of paths.slice(0, -1)) {
+          const source = join(from, src.replace(/^\/app\//, ''));
+          const target = dest.endsWith('/') || paths.length > 2 ? join(dest, src.split('/').at(-1)!) : dest;
+          cpSync(source, target, { recursive: true });
+        }
+      }
+    };
+    try {
+      replay(build);
+      replay(runtime);
+      const shipped = execFileSync('find', ['dist', '-type', 'f'], { cwd: runtime.dir, encoding: 'utf8' })
+        .trim()
+        .split('\n');
+      expect(shipped).toContain('dist/src/node/main.js');
+      expect(shipped).toContain('dist/workers/onnx-worker.js');
+      expect(shipped.filter((f) => /\.test\.|\.case\.|^dist\/test\/|training|scripts|bench/.test(f))).toEqual(
+        [],
+      );
+      // No devDependency reached the image (yaml stays: @hono/zod-openapi needs it at run time).
+      const runtimeNeeds = new Set(['yaml']);
+      const devDeps = Object.keys(JSON.parse(read('package.json')).devDependencies).filter(
+        (d) => !runtimeNeeds.has(d),
+      );
+      expect(devDeps.filter((d) => existsSync(join(runtime.dir, 'node_modules', d)))).toEqual([]);
+
+      const child = spawn(process.execPath, ['dist/src/node/main.js'], {
+        cwd: runtime.dir,
+        env: {
+          PATH: process.env.PATH,
+          PORT: '0',
+          HOST: '127.0.0.1',
+          AUDIT: 'off',
+          POOL_SIZE: '1',
+          NODE_ENV: 'production',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (d) => (output += d));
+      child.stderr.on('data', (d) => (output += d));
+      try {
+        await expect.poll(() => /"msg":"models ready"/.test(output), { timeout: 30_000 }).toBe(true);
+        const url = /"url":"(http:[^"]+)"/.exec(output)![1]!;
+        const res = await fetch(`${url}/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ features: [5.1, 3.5, 1.4, 0.2] }),
+        });
+        expect(res.status).toBe(200);
+        for (const asset of ['swagger-ui-bundle.js', 'redoc.standalone.js']) {
+          expect((await fetch(`${url}/docs/assets/${asset}`)).status, asset).toBe(200);
+        }
+      } finally {
+        child.kill('SIGTERM');
+      }
+    } finally {
+      for (const s of stages) rmSync(s.dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
 
 describe('docker-compose.yml', () => {
