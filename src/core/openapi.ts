@@ -38,6 +38,11 @@ export const errorResponses = (...statuses: ErrorStatus[]) =>
     ]),
   );
 
+/** One error response with its own description. */
+export const errorResponse = (status: ErrorStatus, description: string) => ({
+  [status]: { description, content: { 'application/json': { schema: S.ErrorResponse } } },
+});
+
 /** The same for Open Inference Protocol routes, whose error body is `{"error": "message"}`. */
 export const v2ErrorResponses = (...statuses: ErrorStatus[]) =>
   Object.fromEntries(

@@ -19,18 +19,25 @@ const SEED_FEATURES_EXAMPLE = {
 
 const numberRow = { type: 'array', items: { type: 'number' }, minItems: 1 } as const;
 const namedRow = { type: 'object', additionalProperties: { type: 'number' }, minProperties: 1 } as const;
+const rowKinds = [
+  { title: 'named features', ...namedRow },
+  { title: 'one row in model order', ...numberRow },
+] as const;
+
+/** Structure only (an object or an array): `rowsToTensor` checks each value and names the field. */
+const objectOrArray = z
+  .unknown()
+  .refine((v) => v !== null && typeof v === 'object', 'expected {name: number} or an array of numbers');
 
 /** One row: {name: number} or number[]. */
-const Row = z
-  .union([z.record(z.string(), z.unknown()), z.array(z.unknown())])
-  .openapi({ oneOf: [namedRow, numberRow] } as never);
+const Row = objectOrArray.openapi({ oneOf: rowKinds } as never);
 
-const Features = z.union([z.record(z.string(), z.unknown()), z.array(z.unknown())]).openapi({
+const Features = objectOrArray.openapi({
   description:
     'One row as {name: number} (models with feature names) or number[] in the model’s input order; or ' +
     'number[][] for several rows. With no `model` named, the row chooses the model: the one whose feature ' +
     'names (or count) it matches.',
-  oneOf: [namedRow, numberRow, { type: 'array', items: numberRow, minItems: 1 }],
+  oneOf: [...rowKinds, { title: 'several rows', type: 'array', items: numberRow, minItems: 1 }],
   example: SEED_FEATURES_EXAMPLE,
 } as never);
 
@@ -201,29 +208,29 @@ const TensorInfo = z.object({
   shape: z.array(z.union([z.number(), z.string(), z.null()])),
 });
 
-export const ModelVersion = z
-  .object({
-    version: z.string(),
-    sha256: z.string(),
-    inputs: z.array(TensorInfo),
-    outputs: z.array(TensorInfo),
-    feature_names: z.array(z.string()).nullable(),
-    feature_count: z.number().int().nullable(),
-    class_labels: z.array(z.string()).nullable(),
-    batchable: z.boolean(),
-    load_seconds: z.number(),
-    description: z.string().nullable(),
-    training: z.unknown().openapi({ description: 'From model.json, as written there.' }),
-    metrics: z.unknown().openapi({ description: 'From model.json, as written there.' }),
-    created: z.string().nullable(),
-  })
-  .openapi('ModelVersion');
+const modelVersionFields = {
+  version: z.string(),
+  sha256: z.string(),
+  inputs: z.array(TensorInfo),
+  outputs: z.array(TensorInfo),
+  feature_names: z.array(z.string()).nullable(),
+  feature_count: z.number().int().nullable(),
+  class_labels: z.array(z.string()).nullable(),
+  batchable: z.boolean(),
+  load_seconds: z.number(),
+  description: z.string().nullable(),
+  training: z.unknown().openapi({ description: 'From model.json, as written there.' }),
+  metrics: z.unknown().openapi({ description: 'From model.json, as written there.' }),
+  created: z.string().nullable(),
+};
+
+export const ModelVersion = z.object(modelVersionFields).openapi('ModelVersion');
 
 export const ModelDetail = z
   .object({ name: z.string(), default_version: z.string(), versions: z.array(ModelVersion) })
   .openapi('ModelDetail');
 
-export const ModelInfo = ModelVersion.extend({ name: z.string() }).openapi('ModelInfo');
+export const ModelInfo = z.object({ name: z.string(), ...modelVersionFields }).openapi('ModelInfo');
 
 export const ModelList = z
   .object({

@@ -15,6 +15,7 @@ export function createDocsAssets() {
   const paths: Record<string, string> = {
     'swagger-ui.css': join(swagger, 'swagger-ui.css'),
     'swagger-ui-bundle.js': join(swagger, 'swagger-ui-bundle.js'),
+    'favicon-32x32.png': join(swagger, 'favicon-32x32.png'),
     'redoc.standalone.js': join(projectRoot(), 'vendor', 'redoc', 'redoc.standalone.js'),
   };
   const held = new Map<string, Promise<Uint8Array>>();

@@ -1,14 +1,19 @@
 /** Operating the server: the index, Prometheus metrics, the OpenAPI document and its two readers. */
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { ServeError } from '../errors.js';
-import { errorResponses, json, register } from '../openapi.js';
+import { errorResponse, json, register } from '../openapi.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
 
 const tags = ['operations'];
 
 /** The static files the documentation pages load; the entry point supplies their bytes (deps.docsAsset). */
-export const DOCS_FILES = ['swagger-ui.css', 'swagger-ui-bundle.js', 'redoc.standalone.js'] as const;
+export const DOCS_FILES = [
+  'swagger-ui.css',
+  'swagger-ui-bundle.js',
+  'redoc.standalone.js',
+  'favicon-32x32.png',
+] as const;
 
 // Relative URLs, so the pages also work behind a proxy that mounts the server under a path prefix.
 const SWAGGER_PAGE = `<!doctype html>
@@ -17,6 +22,7 @@ const SWAGGER_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>onnx-serve API</title>
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
 <link rel="stylesheet" href="docs/assets/swagger-ui.css">
 </head>
 <body>
@@ -40,6 +46,9 @@ const REDOC_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>onnx-serve API</title>
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
+<!-- Redoc 2.5.4 always loads its "API docs by Redocly" logo from a CDN: images come from this server only. -->
+<meta http-equiv="Content-Security-Policy" content="img-src 'self' data: blob:">
 <style>body { margin: 0; padding: 0; }</style>
 </head>
 <body>
@@ -125,7 +134,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
       path: '/docs',
       tags,
       summary: 'Swagger UI, served from this server (no internet needed)',
-      responses: { 200: html('Swagger UI'), ...errorResponses(404) },
+      responses: { 200: html('Swagger UI'), ...errorResponse(404, 'Not served by this runtime (Workers)') },
     }),
     (c) => (deps.docsAsset ? c.html(SWAGGER_PAGE) : noDocs()),
   );
@@ -137,7 +146,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
       path: '/redoc',
       tags,
       summary: 'Redoc, served from this server (no internet needed)',
-      responses: { 200: html('Redoc'), ...errorResponses(404) },
+      responses: { 200: html('Redoc'), ...errorResponse(404, 'Not served by this runtime (Workers)') },
     }),
     (c) => (deps.docsAsset ? c.html(REDOC_PAGE) : noDocs()),
   );
@@ -157,9 +166,13 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
       responses: {
         200: {
           description: 'The file',
-          content: { 'text/javascript': { schema: z.string() }, 'text/css': { schema: z.string() } },
+          content: {
+            'text/javascript': { schema: z.string() },
+            'text/css': { schema: z.string() },
+            'image/png': { schema: z.string().openapi({ format: 'binary' }) },
+          },
         },
-        ...errorResponses(404),
+        ...errorResponse(404, 'No such file, or not served by this runtime'),
       },
     }),
     async (c) => {
