@@ -194,12 +194,21 @@ function requests(method: string, path: string, op: Json): fc.Arbitrary<Request>
   });
   if (method === 'post' && bodySchema) {
     const valid = fromSchema(bodySchema);
-    const example = resolve(bodySchema).example;
+    const examples: unknown[] = [
+      ...(resolve(bodySchema).example !== undefined ? [resolve(bodySchema).example] : []),
+      ...Object.values<{ value: unknown }>(op.requestBody.content['application/json'].examples ?? {}).map(
+        (e) => e.value,
+      ),
+    ];
+    const example = examples.length > 0 ? examples : undefined;
     const json = (v: unknown) => ({ contentType: 'application/json', body: JSON.stringify(v) ?? 'null' });
     bodyArb = fc.oneof(
       { weight: 6, arbitrary: valid.map(json) },
-      ...(example ? [{ weight: 2, arbitrary: fc.constant(example).map(json) }] : []),
-      { weight: 2, arbitrary: (example ? mutate(example) : valid.chain(mutate)).map(json) },
+      ...(example ? [{ weight: 2, arbitrary: fc.constantFrom(...example).map(json) }] : []),
+      {
+        weight: 2,
+        arbitrary: (example ? fc.constantFrom(...example).chain(mutate) : valid.chain(mutate)).map(json),
+      },
       { weight: 2, arbitrary: valid.chain(mutate).map(json) },
       { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 4 }).map(json) },
       {
@@ -253,6 +262,28 @@ describe('the server holds to its OpenAPI document', () => {
       expect([code, res.status], op).not.toEqual(['ERR_NOT_FOUND', 404]);
       expect(res.status, op).not.toBe(405);
     }
+  });
+
+  it('answers every request example in the document with 200', async () => {
+    let n = 0;
+    for (const [path, ops] of Object.entries(doc.paths as Json)) {
+      for (const [method, op] of Object.entries(ops as Record<string, Json>)) {
+        const content = op.requestBody?.content?.['application/json'];
+        if (!content) continue;
+        const examples = Object.entries<{ value: unknown }>(content.examples ?? {});
+        for (const [name, { value }] of examples) {
+          const url = server.url + path.replace('{name}', 'churn').replace('{version}', '2');
+          const res = await fetch(url, {
+            method: method.toUpperCase(),
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify(value),
+          });
+          expect(res.status, `${method} ${path} example ${name}: ${await res.text()}`).toBe(200);
+          n++;
+        }
+      }
+    }
+    expect(n).toBeGreaterThanOrEqual(7);
   });
 
   it(`answers ${RUNS} generated requests per operation only with declared statuses and bodies`, async () => {

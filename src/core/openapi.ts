@@ -60,6 +60,6 @@ export const json = <T>(schema: T, description: string) => ({
   content: { 'application/json': { schema } },
 });
 
-export const jsonBody = <T>(schema: T) => ({
-  body: { content: { 'application/json': { schema } }, required: true },
+export const jsonBody = <T>(schema: T, examples?: Record<string, { summary: string; value: unknown }>) => ({
+  body: { content: { 'application/json': { schema, ...(examples ? { examples } : {}) } }, required: true },
 });

@@ -296,3 +296,66 @@ export const ModelQuery = z.object({
     .optional()
     .openapi({ param: { name: 'version', in: 'query' } }),
 });
+
+/** The seed clients' documented requests, as OpenAPI examples (../shared/seeds/ READMEs). */
+export const PREDICT_EXAMPLES = {
+  seed000: {
+    summary: 'Seed 000: churn, named features',
+    value: { features: SEED_FEATURES_EXAMPLE, use_cache: true },
+  },
+  seed001: {
+    summary: 'Seed 001: iris-shaped rows (chooses iris)',
+    value: {
+      features: [
+        [5.1, 3.5, 1.4, 0.2],
+        [6.2, 2.9, 4.3, 1.3],
+      ],
+    },
+  },
+  seed002: {
+    summary: 'Seed 002: feature_0 … feature_9 (chooses classifier-10)',
+    value: {
+      features: {
+        feature_0: 1.5,
+        feature_1: 2.3,
+        feature_2: -0.8,
+        feature_3: 0.1,
+        feature_4: -1.2,
+        feature_5: 0.7,
+        feature_6: 1.8,
+        feature_7: -0.3,
+        feature_8: 2.1,
+        feature_9: 0.9,
+      },
+    },
+  },
+  seed003: {
+    summary: 'Seed 003: 20 numbers (chooses fraud)',
+    value: {
+      features: [
+        1.5, -0.3, 2.1, 0.8, -1.2, 0.5, 1.8, -0.7, 2.3, 0.2, -1.5, 1.1, 0.9, -0.4, 2.0, 0.7, -1.8, 1.3, 0.6,
+        -0.9,
+      ],
+    },
+  },
+  seed004: {
+    summary: 'Seed 004: fraud with a request id',
+    value: {
+      features: [
+        0.5, 0.3, 0.8, 0.2, 0.9, 0.1, 0.7, 0.4, 0.6, 0.5, 0.3, 0.8, 0.2, 0.9, 0.1, 0.7, 0.4, 0.6, 0.5, 0.3,
+      ],
+      request_id: 'test_001',
+    },
+  },
+};
+
+export const BATCH_EXAMPLES = {
+  seed002: {
+    summary: 'Seed 002: {"requests": [{"features": …}]}',
+    value: { requests: [{ features: PREDICT_EXAMPLES.seed002.value.features }] },
+  },
+  instances: {
+    summary: 'Rows in model order (chooses iris)',
+    value: { instances: [[5.1, 3.5, 1.4, 0.2]] },
+  },
+};

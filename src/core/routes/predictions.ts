@@ -18,7 +18,7 @@ export const predictRoute = createRoute({
   description:
     'Seed clients’ bodies unchanged: named features (seeds 000, 002), an array in the model’s order ' +
     '(seeds 003, 004), or rows as number[][] (seed 001). With no `model`, the features choose it.',
-  request: jsonBody(S.PredictRequest),
+  request: jsonBody(S.PredictRequest, S.PREDICT_EXAMPLES),
   responses: {
     200: json(S.PredictResponse, 'The prediction; `predictions` when several rows were sent'),
     ...errorResponses(...PREDICTION_ERRORS),
@@ -30,7 +30,7 @@ export const batchRoute = createRoute({
   path: '/predict/batch',
   tags: ['predictions'],
   summary: 'Predict many rows: {"requests": [{"features": …}]} or {"instances": [[…]]}',
-  request: jsonBody(S.BatchRequest),
+  request: jsonBody(S.BatchRequest, S.BATCH_EXAMPLES),
   responses: {
     200: json(S.BatchResponse, 'One prediction per row, in order'),
     ...errorResponses(...PREDICTION_ERRORS),
