@@ -103,8 +103,14 @@ describe.each(NAMES)('%s', (name) => {
   });
 });
 
-it('has no default model when MODELS_DIR holds several and DEFAULT_MODEL is unset', async () => {
-  const res = await server.post('/predict', { features: [1, 2, 3, 4, 5] });
+it('has no default model when MODELS_DIR holds several and DEFAULT_MODEL is unset: the row chooses', async () => {
+  // A row the one five-feature model fits goes to it; a row no model fits must name one.
+  const fits = await server.post('/predict', { features: [1, 2, 3, 4, 5] });
+  expect(fits.status).toBe(200);
+  const chosen = (await json(fits)).model;
+  const five = (await json(await server.get(`/models/${chosen}`))).versions[0].feature_count;
+  expect(five).toBe(5);
+  const res = await server.post('/predict', { features: [1, 2, 3] });
   expect(res.status).toBe(422);
   expect((await json(res)).error.field).toBe('model');
 });
