@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BAD_INPUT_CASES, SEED_FEATURES } from './cases/bad-input.js';
 import { referenceModel, rows } from './reference.js';
@@ -143,13 +144,21 @@ describe('bad input gets a 4xx with a JSON error naming the field', () => {
   }
 
   it('a wrong content type: 415', async () => {
-    const res = await fetch(`${server.url}/predict`, {
-      method: 'POST',
-      headers: { 'content-type': 'text/plain' },
-      body: '{}',
-    });
-    expect(res.status).toBe(415);
-    expect((await json(res)).error.code).toBe('ERR_CONTENT_TYPE');
+    for (const type of ['text/plain', 'application/jsonx', 'application/jsonp']) {
+      const res = await fetch(`${server.url}/predict`, {
+        method: 'POST',
+        headers: { 'content-type': type },
+        body: '{}',
+      });
+      expect(res.status, type).toBe(415);
+      expect((await json(res)).error.code).toBe('ERR_CONTENT_TYPE');
+    }
+    const charset = await server.post(
+      '/predict',
+      { features: SEED_FEATURES },
+      { 'content-type': 'application/json; charset=utf-8' },
+    );
+    expect(charset.status).toBe(200);
   });
 
   it('a body over the limit, declared or chunked: 413', async () => {
@@ -333,5 +342,83 @@ describe('health, models, docs and metrics', () => {
     ]) {
       expect(text, name).toContain(name);
     }
+  });
+});
+
+describe('found by probing the HTTP surface', () => {
+  it('a client that leaves mid-body is counted as 499, never as a 500 or an internal error', async () => {
+    const { port } = new URL(server.url);
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => {
+        socket.write(
+          'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+        );
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 200);
+      });
+      socket.on('error', reject);
+    });
+    await expect
+      .poll(async () =>
+        (await (await server.get('/metrics')).text()).match(/route="\/predict",method="POST",status="499"/),
+      )
+      .toBeTruthy();
+    const text = await (await server.get('/metrics')).text();
+    expect(text).not.toMatch(/status="500"/);
+    expect(text).not.toMatch(/code="ERR_INTERNAL"/);
+  });
+
+  it('an unknown path is 404 even when it looks like a known one; a known path with the wrong method is 405', async () => {
+    expect((await server.get('/openapiXjson')).status).toBe(404);
+    const wrong = await server.post('/health', {});
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+  it('checks /model/info query parameters against the document', async () => {
+    const res = await server.get('/model/info?model=&version=');
+    expect(res.status).toBe(422);
+    expect((await json(res)).error).toMatchObject({ code: 'ERR_VALIDATION', field: 'model' });
+    expect((await json(await server.get('/model/info?model=iris'))).name).toBe('iris');
+  });
+
+  it('a row that fits no model is judged by the model it shares most feature names with', async () => {
+    const res = await server.post('/predict', {
+      features: { sepal_length: 5.1, sepal_width: 3.5, petal_length: 1.4 },
+    });
+    expect(res.status).toBe(422);
+    expect((await json(res)).error).toMatchObject({
+      code: 'ERR_FEATURE_MISSING',
+      field: 'features.petal_width',
+    });
+    const deep = await json(await server.post('/predict', { features: [[[1, 2, 3, 4]]] }));
+    expect(deep.error.message).toMatch(/nested too deep/);
+  });
+
+  it('X-Request-Id: empty is ignored, over 200 characters is refused by name', async () => {
+    const empty = await json(
+      await server.post('/predict', { features: SEED_FEATURES }, { 'x-request-id': '' }),
+    );
+    expect(empty.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    const long = await server.post(
+      '/predict',
+      { features: SEED_FEATURES },
+      { 'x-request-id': 'x'.repeat(201) },
+    );
+    expect(long.status).toBe(422);
+    expect((await json(long)).error.field).toBe('x-request-id');
+  });
+
+  it('v2: an unknown model is 404 whatever the body; parameters.use_cache must be a boolean', async () => {
+    const res = await fetch(`${server.url}/v2/models/nope/infer`, { method: 'POST', body: 'not json' });
+    expect(res.status).toBe(404);
+    const bad = await server.post('/v2/models/iris/infer', {
+      parameters: { use_cache: 'x' },
+      inputs: [{ name: 'float_input', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }],
+    });
+    expect(bad.status).toBe(422);
+    expect((await json(bad)).error).toMatch(/use_cache/);
   });
 });

@@ -5,7 +5,7 @@
  * changed to the test server's).
  */
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -340,6 +340,34 @@ describe('seed 003: 20 unnamed numbers, probability as a list (MLflow registry)'
     for (const path of ['/', '/health', '/metrics', '/model-info']) {
       expect((await seed003.get(path)).status, path).toBe(200);
     }
+  });
+});
+
+describe('PREDICT_PROBABILITY=list with labels that look like numbers', () => {
+  it('lists probabilities in class order, whatever the labels; repeated labels are refused at load', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'models-'));
+    cpSync(join(import.meta.dirname, '..', 'models', 'iris'), join(dir, 'iris'), { recursive: true });
+    const metaPath = join(dir, 'iris', '1', 'model.json');
+    const meta = JSON.parse(readFileSync(metaPath, 'utf8'));
+    writeFileSync(metaPath, JSON.stringify({ ...meta, class_labels: ['2', '1', '0'] }));
+    const s = await startTestServer({ MODELS_DIR: dir, PREDICT_PROBABILITY: 'list', POOL_SIZE: '1' });
+    try {
+      const iris = referenceModel('iris', '1');
+      const r = await json(await s.post('/predict', { features: [5.1, 3.5, 1.4, 0.2] }));
+      const want = iris.proba([5.1, 3.5, 1.4, 0.2]);
+      expect(r.prediction).toBe(argmax(want));
+      expect(r.label).toBe('2');
+      want.forEach((p, k) => {
+        expect(r.probability[k]).toBeCloseTo(p, 5);
+      });
+      expect(r.probability[r.prediction]).toBe(Math.max(...r.probability));
+    } finally {
+      await s.close();
+    }
+    writeFileSync(metaPath, JSON.stringify({ ...meta, class_labels: ['x', 'y', 'x'] }));
+    await expect(startTestServer({ MODELS_DIR: dir, POOL_SIZE: '1' })).rejects.toThrow(
+      /repeats a class label/,
+    );
   });
 });
 

@@ -30,6 +30,11 @@ export async function startTestServer(env: Record<string, string> = {}) {
   const server = await startServer(
     loadConfig({ PORT: '0', POOL_SIZE: '2', AUDIT: 'off', AUDIT_DIR: auditDir, ...env }),
   );
-  await server.ready;
+  try {
+    await server.ready;
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   return Object.assign(server, client(server.url)) as RunningServer & ReturnType<typeof client>;
 }

@@ -39,6 +39,12 @@ describe('createApp before the models are ready', () => {
     }
     expect((await app.request('/health/ready')).status).toBe(503);
     expect((await app.request('/health/live')).status).toBe(200);
+    // Metadata routes say "loading", not "unknown model" or "name a model".
+    for (const path of ['/model/info', '/models/churn', '/v2/models/iris', '/v2/models/iris/ready']) {
+      const res = await app.request(path);
+      expect(res.status, path).toBe(503);
+      expect(res.headers.get('retry-after'), path).toBe('1');
+    }
   });
 
   it('once ready, the same request reaches the registry (and its own errors)', async () => {

@@ -33,8 +33,10 @@ export function createApp(deps: AppDeps, config: AppConfig) {
 
   app.onError((err, c) => {
     let e: ServeError;
-    if (err instanceof ServeError) e = err;
-    else {
+    if (err instanceof ServeError) {
+      e = err;
+      if (e.code === 'ERR_INTERNAL' || e.code === 'ERR_INFERENCE') console.error(e.message, e.cause);
+    } else {
       console.error('unexpected error', err);
       e = new ServeError('ERR_INTERNAL', 'internal error');
     }
@@ -83,9 +85,11 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   const methods = new Map<RegExp, string[]>();
   for (const r of app.routes) {
     if (r.method === 'ALL') continue;
-    const re = new RegExp(`^${r.path.replace(/:\w+/g, '[^/]+')}$`);
+    const literal = r.path.split(/:\w+/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    const re = new RegExp(`^${literal.join('[^/]+')}$`);
     const key = [...methods.keys()].find((k) => k.source === re.source) ?? re;
-    methods.set(key, [...(methods.get(key) ?? []), r.method]);
+    const more = r.method === 'GET' ? ['GET', 'HEAD'] : [r.method];
+    methods.set(key, [...(methods.get(key) ?? []), ...more]);
   }
 
   app.notFound((c) => {

@@ -19,6 +19,8 @@ export const ERROR_STATUS = {
   ERR_QUEUE_FULL: 503,
   ERR_NOT_READY: 503,
   ERR_SHUTTING_DOWN: 503,
+  /** The client went away mid-body: nobody receives this answer; it is counted, not logged as a fault. */
+  ERR_CLIENT_CLOSED: 499,
   ERR_INFERENCE: 500,
   ERR_INTERNAL: 500,
 } as const;

@@ -59,7 +59,10 @@ export function rowsToTensor(
     const field = fieldOf(r);
     if (Array.isArray(row)) {
       if (row.length !== f) {
-        throw invalid('ERR_INPUT_SHAPE', field, `${field} has ${row.length} values; the model takes ${f}`);
+        const why = Array.isArray(row[0])
+          ? `${field} is nested too deep: a row is an array of ${f} numbers`
+          : `${field} has ${row.length} values; the model takes ${f}`;
+        throw invalid('ERR_INPUT_SHAPE', field, why);
       }
       for (let j = 0; j < f; j++) write(base + j, checkValue(row[j], spec.type, `${field}[${j}]`));
       return;

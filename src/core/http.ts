@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import type { z } from 'zod';
 import { ServeError } from './errors.js';
 
-const JSON_TYPE = /^application\/([a-z.+-]+\+)?json/i;
+const JSON_TYPE = /^application\/([a-z.+-]+\+)?json\s*(;|$)/i;
 
 /** Zod's issue path as a field name: ['requests', 3, 'features'] → requests[3].features. */
 export function fieldName(path: readonly PropertyKey[]): string {
@@ -71,12 +71,18 @@ export function createJsonReader(maxBodyBytes: number) {
       );
     }
     const declared = c.req.header('content-length');
+    if (declared !== undefined && Number(declared) > maxBodyBytes) throw tooLarge();
     let text: string;
-    if (declared !== undefined) {
-      if (Number(declared) > maxBodyBytes) throw tooLarge();
-      text = await c.req.text();
-    } else {
-      text = await readLimited(c.req.raw.body, maxBodyBytes, tooLarge);
+    try {
+      text =
+        declared !== undefined
+          ? await c.req.text()
+          : await readLimited(c.req.raw.body, maxBodyBytes, tooLarge);
+    } catch (err) {
+      if (err instanceof ServeError) throw err;
+      throw new ServeError('ERR_CLIENT_CLOSED', 'the client closed the connection before its body arrived', {
+        cause: err,
+      });
     }
     let raw: unknown;
     try {

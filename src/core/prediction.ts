@@ -48,10 +48,11 @@ export function toRowPredictions(
       const base = r * classes;
       const all: Record<string, number> = {};
       for (let c = 0; c < classes; c++) all[keys[c]!] = round7(p[base + c]!);
-      result.probability =
-        probability === 'list'
-          ? Object.values(all)
-          : round7(classes === 2 ? p[base + 1]! : p[base + prediction]!);
+      if (probability === 'list') {
+        const list: number[] = new Array(classes);
+        for (let c = 0; c < classes; c++) list[c] = round7(p[base + c]!);
+        result.probability = list;
+      } else result.probability = round7(classes === 2 ? p[base + 1]! : p[base + prediction]!);
       result.probabilities = all;
     }
     results[r] = result;

@@ -94,6 +94,11 @@ export function describeModel(args: {
   const label = outputs.find((o) => !isFloat(o) && o !== probabilities && o.shape.length <= 2);
   const value = outputs.find((o) => isFloat(o) && o !== probabilities);
   const classes = typeof probabilities?.shape[1] === 'number' ? probabilities.shape[1] : undefined;
+  if (metadata.class_labels && new Set(metadata.class_labels).size !== metadata.class_labels.length) {
+    throw new Error(
+      `${name}/${version}: model.json repeats a class label (${metadata.class_labels.join(', ')})`,
+    );
+  }
   if (metadata.class_labels && classes !== undefined && metadata.class_labels.length !== classes) {
     throw new Error(
       `${name}/${version}: model.json names ${metadata.class_labels.length} classes, the model gives ${classes}`,

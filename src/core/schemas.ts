@@ -60,7 +60,7 @@ export const PredictRequest = z
 
 export const BatchRequest = z
   .object({
-    requests: z.array(z.object({ features: Features })).optional(),
+    requests: z.array(z.object({ features: Row })).optional(),
     instances: z.array(Row).optional().openapi({ description: 'Rows as number[] or {name: number}.' }),
     ...common,
   })

@@ -7,6 +7,7 @@ import { projectRoot } from './paths.js';
 const TYPES: Record<string, string> = {
   '.css': 'text/css; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
+  '.png': 'image/png',
 };
 
 /** Where each file the core asks for lives; read once, then held in memory. */

@@ -53,6 +53,8 @@ export interface RouteContext {
   answer: Answer;
   /** Throws 503 ERR_NOT_READY until every model is loaded and warmed, and again while shutting down. */
   requireReady(): void;
+  /** Throws 503 ERR_NOT_READY while no model is loaded yet (metadata still answers during shutdown). */
+  requireLoaded(): void;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   requestId(c: Context, fromBody: string | undefined): string;
 }
@@ -72,10 +74,18 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     requireReady() {
       if (!deps.isReady()) throw notReady();
     },
+    requireLoaded() {
+      if (!deps.isReady() && deps.registry.names().length === 0) throw notReady();
+    },
     requestId(c, fromBody) {
       if (fromBody !== undefined) return fromBody;
       const header = c.req.header('x-request-id');
-      if (header === undefined) return crypto.randomUUID();
+      if (!header) return crypto.randomUUID();
+      if (header.length > 200) {
+        throw new ServeError('ERR_VALIDATION', 'X-Request-Id is over 200 characters', {
+          field: 'x-request-id',
+        });
+      }
       c.header('X-Request-Id', header);
       return header;
     },

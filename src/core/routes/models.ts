@@ -1,6 +1,7 @@
 /** What is loaded: every model, each version's signature and metadata, and the seeds' model-info routes. */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { validationError } from '../http.js';
 import { errorResponses, json, register } from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
@@ -33,7 +34,7 @@ const modelInfoRoute = (path: string) =>
     request: { query: S.ModelQuery },
     responses: {
       200: json(S.ModelInfo, 'One version'),
-      ...errorResponses(404, 422),
+      ...errorResponses(404, 422, 503),
     },
   });
 
@@ -73,9 +74,10 @@ export function modelRoutes(ctx: RouteContext) {
       tags,
       summary: 'One model: every version’s signature, sha256 and metadata',
       request: { params: S.ModelParams },
-      responses: { 200: json(S.ModelDetail, 'The model'), ...errorResponses(404) },
+      responses: { 200: json(S.ModelDetail, 'The model'), ...errorResponses(404, 503) },
     }),
     (c) => {
+      ctx.requireLoaded();
       const name = c.req.param('name')!;
       const newest = registry.resolve(name); // 404 ERR_MODEL_NOT_FOUND
       return c.json({
@@ -87,7 +89,10 @@ export function modelRoutes(ctx: RouteContext) {
   );
 
   const modelInfo = (c: Context) => {
-    const e = registry.resolve(c.req.query('model'), c.req.query('version'));
+    ctx.requireLoaded();
+    const query = S.ModelQuery.safeParse(c.req.query());
+    if (!query.success) throw validationError(query.error);
+    const e = registry.resolve(query.data.model, query.data.version);
     return c.json({ name: e.name, ...describeVersion(e) });
   };
   register(app, modelInfoRoute('/model/info'), modelInfo);

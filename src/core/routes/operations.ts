@@ -160,7 +160,9 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
       summary: 'The documentation pages’ scripts and styles',
       request: {
         params: z.object({
-          file: z.string().openapi({ param: { name: 'file', in: 'path' }, example: 'swagger-ui.css' }),
+          file: z
+            .enum([...DOCS_FILES, 'swagger-init.js'])
+            .openapi({ param: { name: 'file', in: 'path' }, example: 'swagger-ui.css' }),
         }),
       },
       responses: {

@@ -31,7 +31,7 @@ const metadataRoute = (path: string, params: typeof S.ModelParams | typeof S.Mod
     tags,
     summary: 'Model metadata: inputs and outputs with datatype and shape (-1 = any size)',
     request: { params },
-    responses: { 200: json(S.V2ModelMetadata, 'Model metadata'), ...v2ErrorResponses(404) },
+    responses: { 200: json(S.V2ModelMetadata, 'Model metadata'), ...v2ErrorResponses(404, 503) },
   });
 
 const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
@@ -58,10 +58,9 @@ export function v2Routes(ctx: RouteContext) {
   const infer = async (c: Context) => {
     const started = performance.now();
     ctx.requireReady();
-    const name = c.req.param('name')!;
-    const version = c.req.param('version');
+    // The model first: an unknown model is a 404 whatever the body holds.
+    const entry = registry.resolve(c.req.param('name'), c.req.param('version'));
     const body = await readJson(c, S.V2InferRequest);
-    const entry = registry.resolve(name, version);
     const outputNames = selectV2Outputs(entry, body.outputs);
     const { tensors, rows } = decodeV2Inputs(entry, body.inputs);
     if (entry.batchable && rows > config.maxRowsPerRequest) {
@@ -71,8 +70,14 @@ export function v2Routes(ctx: RouteContext) {
         `${rows} rows; at most ${config.maxRowsPerRequest} per request`,
       );
     }
-    const useCache = body.parameters?.use_cache !== false;
-    const { outputs, tiers } = await inference.run(entry, tensors, rows, { useCache, outputs: outputNames });
+    const useCache = body.parameters?.use_cache;
+    if (useCache !== undefined && typeof useCache !== 'boolean') {
+      throw invalid('ERR_VALIDATION', 'parameters.use_cache', 'parameters.use_cache must be true or false');
+    }
+    const { outputs, tiers } = await inference.run(entry, tensors, rows, {
+      useCache: useCache !== false,
+      outputs: outputNames,
+    });
     metrics.rows(entry.name, entry.version, rows);
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
     const requestId = body.id ?? crypto.randomUUID();
@@ -90,6 +95,7 @@ export function v2Routes(ctx: RouteContext) {
   };
 
   const metadata = (c: Context) => {
+    ctx.requireLoaded();
     const e = registry.resolve(c.req.param('name'), c.req.param('version'));
     return c.json({
       name: e.name,
@@ -101,8 +107,8 @@ export function v2Routes(ctx: RouteContext) {
   };
 
   const modelReady = (c: Context) => {
-    registry.resolve(c.req.param('name'), c.req.param('version'));
     ctx.requireReady();
+    registry.resolve(c.req.param('name'), c.req.param('version'));
     return c.json({ name: c.req.param('name')!, ready: true });
   };
 
