@@ -1,8 +1,10 @@
 /** The audit log against the machine's real Postgres: batched writes, an outage mid-load, replay, shutdown. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuditLog } from '../src/node/audit/audit-log.js';
+import { createDeadLetter } from '../src/node/audit/dead-letter.js';
 import { createPgStore } from '../src/node/audit/pg-store.js';
 import { createSpool } from '../src/node/audit/spool.js';
 import { json, startTestServer } from './server.js';
@@ -233,4 +235,108 @@ it('a replay that dies halfway is replayed again without duplicates', async () =
   expect(await count(db)).toEqual({ n: 251, ids: 251 });
   expect(again.rows).toBe(0);
   await store.close();
+});
+
+describe('no record can poison the audit log', () => {
+  it('stores records whose strings Postgres cannot hold (NUL, lone surrogates), and every record after them', async () => {
+    const db = await newDb();
+    const server = await startTestServer({ AUDIT: 'on', DATABASE_URL: db.url, AUDIT_FLUSH_MS: '50' });
+    try {
+      await server.audit!.ready;
+      const poisons = [
+        server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7], request_id: 'nul\u0000id' }),
+        server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7], request_id: 'lone\ud800' }),
+        server.post('/v2/models/iris/infer', {
+          id: '\udc00v2',
+          inputs: [
+            {
+              name: 'float_input',
+              shape: [1, 4],
+              datatype: 'FP32',
+              data: [5, 3, 1, 0.2],
+              parameters: { 'k\u0000': 'v\ud800', nested: ['\u0000'] },
+            },
+          ],
+        }),
+      ];
+      for (const res of await Promise.all(poisons)) expect(res.status).toBe(200);
+      for (let i = 0; i < 50; i++)
+        expect((await server.post('/predict', { features: [i, 2, 3, 4, 5, 6, 7] })).status).toBe(200);
+      // Once, one such record failed its whole batch, and every later record only spooled.
+      await expect.poll(async () => (await count(db)).n, { timeout: 10_000 }).toBe(53);
+      const ids = (
+        await db.query(
+          "SELECT request_id FROM prediction_audit WHERE request_id LIKE '%\uFFFD%' ORDER BY request_id",
+        )
+      ).rows;
+      expect(ids.map((r) => r.request_id).sort()).toEqual(['lone\uFFFD', 'nul\uFFFDid', '\uFFFDv2'].sort());
+      const params = (await db.query("SELECT input FROM prediction_audit WHERE route LIKE '/v2%'")).rows[0]
+        .input;
+      expect(params[0].parameters).toEqual({ 'k\uFFFD': 'v\uFFFD', nested: ['\uFFFD'] });
+      expect(server.audit!.status()).toMatchObject({ audit_spool_rows: 0, audit_dead_letter_rows: 0 });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('sets aside a record the store refuses for its data, writes the rest, and replays a spool holding one', async () => {
+    const db = await newDb();
+    const dir = mkdtempSync(join(tmpdir(), 'audit-'));
+    const record = (i: number, time = new Date().toISOString()) => ({
+      id: crypto.randomUUID(),
+      request_id: `r${i}`,
+      time,
+      route: '/predict',
+      model: 'churn',
+      model_version: '2',
+      model_sha256: 'x',
+      input: [i],
+      output: { prediction: 0 },
+      rows: 1,
+      latency_ms: 1,
+      cache: null,
+      status: 200,
+      client_id: null,
+    });
+    // A spool left by an earlier run, with a refused record in the middle of it.
+    const spoolDir = join(dir, 'spool');
+    const spool = createSpool(spoolDir);
+    await spool.append(
+      [1, 2, 3].map((i) => JSON.stringify(record(100 + i, i === 2 ? 'not a time' : undefined))),
+    );
+    const deadLetter = createDeadLetter(join(dir, 'dead-letter'));
+    const refused: number[] = [];
+    const log = createAuditLog({
+      store: createPgStore({ url: db.url }),
+      spool: createSpool(spoolDir),
+      deadLetter,
+      batchRows: 1000,
+      flushMs: 50,
+      maxQueue: 10_000,
+      retryMs: 100,
+      observer: { written() {}, failed() {}, deadLettered: (n) => refused.push(n) },
+    });
+    try {
+      await log.ready;
+      for (let i = 0; i < 10; i++) log.record(record(i));
+      log.record(record(10, '2026-13-45T99:00:00Z'));
+      for (let i = 11; i < 21; i++) log.record(record(i));
+      await log.flush();
+      expect((await count(db)).n).toBe(22); // 20 new records + 2 spooled ones
+      expect(refused).toEqual([1, 1]);
+      expect(log.status()).toMatchObject({
+        database_connected: true,
+        audit_spool_rows: 0,
+        audit_dead_letter_rows: 2,
+      });
+      const lines = readFileSync(deadLetter.path, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(lines.map((l) => JSON.parse(l.record).request_id).sort()).toEqual(['r10', 'r102']);
+      expect(lines[0].reason).toMatch(/time|date/i);
+    } finally {
+      await log.close();
+    }
+  });
 });

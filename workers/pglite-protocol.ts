@@ -10,6 +10,8 @@ export interface PgliteRequest {
 export interface PgliteReply {
   id: number;
   error?: string;
+  /** The SQLSTATE of a database error, so the main thread can tell bad data from a failing store. */
+  code?: string;
   count?: number;
   rows?: unknown[];
 }

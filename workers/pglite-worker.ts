@@ -24,6 +24,8 @@ parentPort!.on('message', async (req: PgliteRequest) => {
     }
   } catch (err) {
     reply.error = String((err as Error)?.message ?? err);
+    const code = (err as { code?: unknown })?.code;
+    if (typeof code === 'string') reply.code = code;
   }
   parentPort!.postMessage(reply);
 });

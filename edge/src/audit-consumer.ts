@@ -3,7 +3,7 @@
  * Hyperdrive (connection pooling close to the database). Inserts skip ids already written, so a batch the
  * platform delivers twice (after a failure) is not written twice. On failure the batch is retried.
  */
-import { type AuditRecord, INSERT_SQL, SCHEMA_SQL } from '../../src/core/index.js';
+import { type AuditRecord, INSERT_SQL, SCHEMA_SQL, toAuditJson } from '../../src/core/index.js';
 
 let schemaReady = false;
 
@@ -25,7 +25,7 @@ export async function consumeAuditBatch(
       await client.query(SCHEMA_SQL);
       schemaReady = true;
     }
-    await client.query(INSERT_SQL, [JSON.stringify(batch.messages.map((m) => m.body))]);
+    await client.query(INSERT_SQL, [toAuditJson(batch.messages.map((m) => m.body))]);
     batch.ackAll();
   } catch {
     batch.retryAll({ delaySeconds: 5 });

@@ -32,6 +32,16 @@ INSERT INTO ${AUDIT_TABLE}
 SELECT * FROM jsonb_populate_recordset(NULL::${AUDIT_TABLE}, $1::jsonb)
 ON CONFLICT (id) DO NOTHING`;
 
+/**
+ * Whether a failed insert was refused for its data (SQLSTATE classes 22 data exception, 23 integrity, 54
+ * program limit, e.g. a jsonb too large) rather than because the store is unreachable: such a batch will
+ * fail every retry, so its records are isolated instead of spooled.
+ */
+export const isDataError = (err: unknown): boolean => {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && /^(22|23|54)/.test(code);
+};
+
 export interface AuditStore {
   readonly kind: 'postgres' | 'pglite';
   /** Create the schema; throws when the store cannot be reached. */

@@ -33,3 +33,32 @@ export function cacheSummary(tiers: readonly (TierName | undefined)[] | undefine
   for (const t of tiers) if (t !== first) return 'mixed';
   return first ?? null;
 }
+
+/**
+ * What Postgres cannot store in text or jsonb: NUL, and UTF-16 surrogates without their pair. JSON.stringify
+ * writes both as escapes (`\u0000`, `\udXXX`); a well-formed pair is written as the character itself.
+ */
+const UNSTORABLE_ESCAPE = /\\u(0000|d[89a-f])/i;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const storable = (s: string) => s.replaceAll('\0', '\uFFFD').replace(LONE_SURROGATE, '\uFFFD');
+
+/** A copy with every string (keys too) made storable; only for the rare record that needs it. */
+function sanitize(value: unknown): unknown {
+  if (typeof value === 'string') return storable(value);
+  if (Array.isArray(value)) return value.map(sanitize);
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[storable(k)] = sanitize(v);
+    return out;
+  }
+  return value;
+}
+
+/**
+ * Records as JSON Postgres accepts: unstorable characters become U+FFFD. A client's `request_id` holding
+ * NUL once failed every batch it joined. The check is one regex over the JSON; only a match pays for a copy.
+ */
+export function toAuditJson(value: AuditRecord | readonly AuditRecord[]): string {
+  const json = JSON.stringify(value);
+  return UNSTORABLE_ESCAPE.test(json) ? JSON.stringify(sanitize(value)) : json;
+}

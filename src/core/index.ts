@@ -1,6 +1,6 @@
 /** The runtime-neutral core's public API: what entry points (src/node, edge/) and tools build on. */
 export { type AppConfig, type AppDeps, createApp } from './app.js';
-export { type AuditRecord, type AuditSink, cacheSummary } from './audit.js';
+export { type AuditRecord, type AuditSink, cacheSummary, toAuditJson } from './audit.js';
 export { AUDIT_TABLE, type AuditStore, INSERT_SQL, SCHEMA_SQL } from './audit-sql.js';
 export type {
   BackendStats,

@@ -148,6 +148,11 @@ export const METRICS = {
     kind: 'counter',
     help: 'Audit records whose write failed (they were spooled)',
   },
+  auditDeadLetter: {
+    name: 'onnxserve_audit_dead_letter_total',
+    kind: 'counter',
+    help: 'Audit records the store refused for their data, set aside in the dead-letter file',
+  },
   auditSpool: {
     name: 'onnxserve_audit_spool_rows',
     kind: 'gauge',
@@ -226,6 +231,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
   const auditWritten = counter('auditWritten');
   const auditFlush = histogram('auditFlush');
   const auditFailures = counter('auditFailures');
+  const auditDeadLetter = counter('auditDeadLetter');
 
   const lookupChildren = {
     l1: { hit: cacheLookups.labels('l1', 'hit'), miss: cacheLookups.labels('l1', 'miss') },
@@ -292,6 +298,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
         gauge('databaseConnected', () => (audit().connected ? 1 : 0));
         auditWritten.inc(0);
         auditFailures.inc(0);
+        auditDeadLetter.inc(0);
       }
     },
     request(route, method, status, seconds) {
@@ -341,6 +348,9 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
     },
     failed(n) {
       auditFailures.inc(n);
+    },
+    deadLettered(n) {
+      auditDeadLetter.inc(n);
     },
     async render() {
       return { contentType: registry.contentType, body: await registry.metrics() };

@@ -12,6 +12,7 @@ import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/ca
 import { createPredictor } from '../core/predictor.js';
 import { createRegistry, describeModel, type ModelEntry, type ModelRegistry } from '../core/registry.js';
 import { createAuditLog } from './audit/audit-log.js';
+import { createDeadLetter } from './audit/dead-letter.js';
 import { createPgStore } from './audit/pg-store.js';
 import { createPgliteStore } from './audit/pglite-store.js';
 import { createSpool } from './audit/spool.js';
@@ -73,6 +74,7 @@ function createAudit(config: ServerConfig['audit'], metrics: PromMetrics): Audit
       ? createPgStore({ url: config.databaseUrl })
       : createPgliteStore({ dir: join(config.dir, 'pglite') }),
     spool: createSpool(join(config.dir, 'spool')),
+    deadLetter: createDeadLetter(join(config.dir, 'dead-letter')),
     batchRows: config.batchRows,
     flushMs: config.flushMs,
     maxQueue: config.maxQueue,

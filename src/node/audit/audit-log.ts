@@ -1,15 +1,18 @@
-import type { AuditRecord, AuditSink } from '../../core/audit.js';
-import type { AuditStore } from '../../core/audit-sql.js';
+import { type AuditRecord, type AuditSink, toAuditJson } from '../../core/audit.js';
+import { type AuditStore, isDataError } from '../../core/audit-sql.js';
+import type { DeadLetter } from './dead-letter.js';
 import type { Spool } from './spool.js';
 
 export interface AuditObserver {
   written(rows: number, seconds: number): void;
   failed(rows: number): void;
+  deadLettered(rows: number): void;
 }
 
 export interface AuditLogOptions {
   store: AuditStore;
   spool: Spool;
+  deadLetter: DeadLetter;
   /** Records per INSERT. */
   batchRows: number;
   /** Flush at least this often (ms). */
@@ -30,7 +33,7 @@ const asArray = (lines: readonly string[]) => `[${lines.join(',')}]`;
  * replayed once it answers again.
  */
 export function createAuditLog(opts: AuditLogOptions) {
-  const { store, spool, observer, log } = opts;
+  const { store, spool, deadLetter, observer, log } = opts;
   let queue: string[] = [];
   let overflow: string[] = [];
   let dbUp = false;
@@ -41,9 +44,31 @@ export function createAuditLog(opts: AuditLogOptions) {
   /** True until the first connection attempt ends: records wait in memory rather than go to the spool. */
   let starting = true;
 
-  const write = async (lines: readonly string[]) => {
+  /**
+   * Insert lines; when the store refuses them for their data, halve the batch until the refused records are
+   * found, write the rest, and set those aside in the dead letter. An unreachable store throws.
+   */
+  const write = async (lines: readonly string[]): Promise<void> => {
     const started = performance.now();
-    await store.insert(asArray(lines));
+    try {
+      await store.insert(asArray(lines));
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      if (lines.length === 1) {
+        const reason = String((err as Error).message);
+        await deadLetter.append(lines[0]!, reason);
+        observer?.deadLettered(1);
+        log?.('warn', 'audit record refused by the store: set aside', {
+          reason,
+          dead_letter: deadLetter.path,
+        });
+        return;
+      }
+      const half = lines.length >> 1;
+      await write(lines.slice(0, half));
+      await write(lines.slice(half));
+      return;
+    }
     observer?.written(lines.length, (performance.now() - started) / 1000);
   };
 
@@ -116,7 +141,7 @@ export function createAuditLog(opts: AuditLogOptions) {
 
   const sink: AuditSink = {
     record(r: AuditRecord) {
-      const line = JSON.stringify(r);
+      const line = toAuditJson(r);
       if (queue.length >= opts.maxQueue) {
         overflow.push(line);
         if (overflow.length === 1) setImmediate(() => void flush());
@@ -137,6 +162,7 @@ export function createAuditLog(opts: AuditLogOptions) {
       audit_store: store.kind,
       audit_queue: queue.length + overflow.length,
       audit_spool_rows: spool.rows,
+      audit_dead_letter_rows: deadLetter.rows,
       ...(lastError ? { audit_error: lastError } : {}),
     }),
     queueDepth: () => queue.length + overflow.length,

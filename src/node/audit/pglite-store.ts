@@ -17,7 +17,7 @@ export function createPgliteStore(opts: { dir: string }): AuditStore {
     const w = waiting.get(reply.id);
     waiting.delete(reply.id);
     if (!w) return;
-    if (reply.error !== undefined) w.reject(new Error(reply.error));
+    if (reply.error !== undefined) w.reject(Object.assign(new Error(reply.error), { code: reply.code }));
     else w.resolve(reply);
   });
   worker.on('error', (err) => {
