@@ -127,29 +127,22 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
     (c) => c.json(document()),
   );
 
-  register(
-    app,
-    createRoute({
-      method: 'get',
-      path: '/docs',
-      tags,
-      summary: 'Swagger UI, served from this server (no internet needed)',
-      responses: { 200: html('Swagger UI'), ...errorResponse(404, 'Not served by this runtime (Workers)') },
-    }),
-    (c) => (deps.docsAsset ? c.html(SWAGGER_PAGE) : noDocs()),
-  );
-
-  register(
-    app,
-    createRoute({
-      method: 'get',
-      path: '/redoc',
-      tags,
-      summary: 'Redoc, served from this server (no internet needed)',
-      responses: { 200: html('Redoc'), ...errorResponse(404, 'Not served by this runtime (Workers)') },
-    }),
-    (c) => (deps.docsAsset ? c.html(REDOC_PAGE) : noDocs()),
-  );
+  for (const [path, name, page] of [
+    ['/docs', 'Swagger UI', SWAGGER_PAGE],
+    ['/redoc', 'Redoc', REDOC_PAGE],
+  ] as const) {
+    register(
+      app,
+      createRoute({
+        method: 'get',
+        path,
+        tags,
+        summary: `${name}, served from this server (no internet needed)`,
+        responses: { 200: html(name), ...errorResponse(404, 'Not served by this runtime (Workers)') },
+      }),
+      (c) => (deps.docsAsset ? c.html(page) : noDocs()),
+    );
+  }
 
   register(
     app,
