@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { createPgliteStore } from '../src/node/audit/pglite-store.js';
 import { loadConfig } from '../src/node/config.js';
 import { client, json } from './server.js';
+import { freshDatabase } from './services.js';
 
 const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'node', 'main.js');
 
@@ -48,6 +49,56 @@ describe('process', () => {
     expect(await server.exited).toBe(0);
     expect(server.output()).toMatch(/"msg":"stopped"/);
     await expect(fetch(`${await server.url}/health/live`)).rejects.toThrow();
+  });
+
+  it('on SIGTERM under load no client sees a reset or loses its audit record; answers carry Connection: close', async () => {
+    const db = await freshDatabase('drain');
+    const server = start({ AUDIT: 'on', DATABASE_URL: db.url });
+    const url = await server.url;
+    let stop = false;
+    let ok = 0;
+    let closing = 0;
+    let refused = 0;
+    const broken: string[] = [];
+    const body = JSON.stringify({ features: [1, 2, 3, 4, 5, 6, 7], use_cache: false });
+    const loop = async () => {
+      while (!stop) {
+        try {
+          const res = await fetch(`${url}/predict`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+          });
+          await res.text();
+          if (res.status === 200) ok++;
+          else broken.push(`status ${res.status}`);
+          if (res.headers.get('connection') === 'close') closing++;
+        } catch (err) {
+          const code = (err as { cause?: { code?: string } }).cause?.code;
+          if (code === 'ECONNREFUSED') {
+            refused++;
+            await new Promise((r) => setTimeout(r, 5));
+          } else broken.push(String(code ?? err));
+        }
+      }
+    };
+    // 50 keep-alive connections, each sending request after request.
+    const loops = Array.from({ length: 50 }, loop);
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = ok;
+    server.child.kill('SIGTERM');
+    const code = await server.exited;
+    stop = true;
+    await Promise.all(loops);
+    expect(code).toBe(0);
+    expect(broken).toEqual([]);
+    expect(before).toBeGreaterThan(100);
+    // Requests sent on open connections after SIGTERM were answered, and told the client to reconnect.
+    expect(closing).toBeGreaterThan(0);
+    expect(refused).toBeGreaterThan(0);
+    // Every answered prediction's record is in Postgres once the process has exited.
+    expect((await db.query('SELECT count(*)::int AS n FROM prediction_audit')).rows[0].n).toBe(ok);
+    await db.drop();
   });
 
   it('by default audits into the embedded PGlite store, with no database configured', async () => {

@@ -3,7 +3,7 @@
  * app → HTTP server, then the models load in the background while liveness already answers.
  */
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from '../core/app.js';
@@ -40,6 +40,8 @@ type AuditLog = ReturnType<typeof createAuditLog>;
 type RedisTier = ReturnType<typeof createRedisTier>;
 
 const VERSION = '0.1.0';
+/** How long idle keep-alive connections stay open during shutdown for a request already on its way. */
+const DRAIN_GRACE_MS = 1000;
 
 /** A registry that answers from whatever set of models is current: empty while loading. */
 function swappableRegistry() {
@@ -100,6 +102,23 @@ function healthOf(l1: MemoryTier | undefined, redis: RedisTier | undefined, audi
       : 'off',
     ...(audit ? audit.status() : { database_connected: false, audit_store: 'off' }),
   });
+}
+
+/** While draining, every response tells its client to close the connection (and Node closes it after). */
+function drainAware(fetch: (req: Request) => Response | Promise<Response>, draining: () => boolean) {
+  return async (req: Request) => {
+    const res = await fetch(req);
+    if (!draining()) return res;
+    try {
+      res.headers.set('Connection', 'close');
+      return res;
+    } catch {
+      // Immutable headers: copy the response.
+      const copy = new Response(res.body, res);
+      copy.headers.set('Connection', 'close');
+      return copy;
+    }
+  };
 }
 
 async function listen(fetch: (req: Request) => Response | Promise<Response>, config: ServerConfig) {
@@ -169,7 +188,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       registry: registry.view,
       predictor,
       metrics,
-      isReady: () => ready && !closing,
+      isReady: () => ready,
+      isDraining: () => closing,
       health: healthOf(l1, redis, audit),
       cache,
       audit,
@@ -182,7 +202,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       probability: config.probability,
     },
   );
-  const server = await listen(app.fetch, config);
+  const server = await listen(
+    drainAware(app.fetch, () => closing),
+    config,
+  );
   const port = (server.address() as AddressInfo).port;
 
   const started = performance.now();
@@ -202,13 +225,21 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     if (closing) return;
     closing = true;
     await loading.catch(() => {});
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    // Connections busy now go idle once their response is out; close them then rather than waiting out
-    // keep-alive. Past the timeout, close everything.
-    server.closeIdleConnections();
-    const sweep = setInterval(() => server.closeIdleConnections(), 50);
+    // Stop listening, but keep open connections: http.Server#close would also drop idle keep-alive
+    // connections at once, and a client whose next request is already on its way sees a reset. Instead a
+    // request arriving on an open connection is answered with Connection: close, so its client reconnects
+    // (to another replica); connections still idle after the grace period are closed then, busy ones once
+    // their response is out; past SHUTDOWN_TIMEOUT_MS, everything.
+    const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()));
+    const grace = Math.min(DRAIN_GRACE_MS, config.shutdownTimeoutMs);
+    let sweep: NodeJS.Timeout | undefined;
+    const graceOver = setTimeout(() => {
+      server.closeIdleConnections();
+      sweep = setInterval(() => server.closeIdleConnections(), 50);
+    }, grace);
     const force = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
     await closed;
+    clearTimeout(graceOver);
     clearInterval(sweep);
     clearTimeout(force);
     await backend.close();

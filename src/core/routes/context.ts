@@ -14,8 +14,13 @@ export interface AppDeps {
   registry: ModelRegistry;
   predictor: Predictor;
   metrics: AppMetrics;
-  /** True once every model is loaded and warmed, false again while shutting down. */
+  /** True once every model is loaded and warmed: predictions are served. */
   isReady: () => boolean;
+  /**
+   * True while shutting down: readiness answers 503 so load balancers stop sending traffic, while requests
+   * that still arrive on open connections are served (answering them 503 would fail clients on every deploy).
+   */
+  isDraining?: () => boolean;
   /** Connectivity fields for /health (cache, audit store…), filled in by the entry point. */
   health?: () => Promise<Record<string, unknown>>;
   /** Prediction cache; absent = none. */
@@ -51,8 +56,10 @@ export interface RouteContext {
   inference: Inference;
   readJson: JsonReader;
   answer: Answer;
-  /** Throws 503 ERR_NOT_READY until every model is loaded and warmed, and again while shutting down. */
+  /** Throws 503 ERR_NOT_READY until every model is loaded and warmed. */
   requireReady(): void;
+  /** Readiness for load balancers: not before the models are ready, and not while draining. */
+  isReadyForTraffic(): boolean;
   /** Throws 503 ERR_NOT_READY while no model is loaded yet (metadata still answers during shutdown). */
   requireLoaded(): void;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
@@ -73,6 +80,9 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     answer: createAnswer(deps.audit),
     requireReady() {
       if (!deps.isReady()) throw notReady();
+    },
+    isReadyForTraffic() {
+      return deps.isReady() && !deps.isDraining?.();
     },
     requireLoaded() {
       if (!deps.isReady() && deps.registry.names().length === 0) throw notReady();

@@ -2,7 +2,7 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import { errorResponses, json, register } from '../openapi.js';
 import * as S from '../schemas.js';
-import type { RouteContext } from './context.js';
+import { notReady, type RouteContext } from './context.js';
 
 const tags = ['health'];
 
@@ -24,7 +24,7 @@ export function healthRoutes(ctx: RouteContext) {
       },
     }),
     async (c) => {
-      const ready = deps.isReady();
+      const ready = ctx.isReadyForTraffic();
       const fallback = registry.defaultModel ? registry.resolve() : undefined;
       const extra = deps.health ? await deps.health() : {};
       const body = {
@@ -64,7 +64,7 @@ export function healthRoutes(ctx: RouteContext) {
       responses: { 200: json(S.Ready, 'Ready'), ...errorResponses(503) },
     }),
     (c) => {
-      ctx.requireReady();
+      if (!ctx.isReadyForTraffic()) throw notReady();
       return c.json({ status: 'ready' });
     },
   );

@@ -7,7 +7,7 @@ import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
 import { decodeV2Inputs, encodeV2Output, selectV2Outputs } from '../v2.js';
-import type { RouteContext } from './context.js';
+import { notReady, type RouteContext } from './context.js';
 
 const tags = ['open inference protocol v2'];
 
@@ -144,7 +144,7 @@ export function v2Routes(ctx: RouteContext) {
       responses: { 200: json(S.V2Ready, 'Ready'), ...v2ErrorResponses(503) },
     }),
     (c) => {
-      ctx.requireReady();
+      if (!ctx.isReadyForTraffic()) throw notReady();
       return c.json({ ready: true });
     },
   );
