@@ -101,6 +101,37 @@ describe('process', () => {
     await db.drop();
   });
 
+  it('on SIGTERM while models are still loading, stops without waiting for them', async () => {
+    // 48 workers each load every model: seconds of start-up on this machine.
+    const server = start({ POOL_SIZE: '48' });
+    await expect
+      .poll(() => /"msg":"listening"/.test(server.output()), { timeout: 10_000, interval: 10 })
+      .toBe(true);
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    // Before, shutdown waited for every worker to finish loading: "models ready" came first.
+    expect(server.output()).toMatch(/"msg":"stopped"/);
+    expect(server.output()).not.toMatch(/"msg":"models ready"/);
+  });
+
+  it('a second SIGTERM ends the drain at once, with exit code 1', async () => {
+    // Rows wait a second for company: the first SIGTERM's drain has requests to wait for.
+    const server = start({ BATCH_MAX_DELAY_MS: '1000' });
+    const api = client(await server.url);
+    const inFlight = Array.from({ length: 5 }, () =>
+      api.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] }).catch(() => undefined),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    server.child.kill('SIGTERM');
+    // Past the 250 ms within which two signals count as one (Ctrl-C under npm arrives twice).
+    await new Promise((r) => setTimeout(r, 400));
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(1);
+    expect(server.output()).toMatch(/second signal/);
+    expect(server.output()).not.toMatch(/"msg":"stopped"/);
+    await Promise.all(inFlight);
+  });
+
   it('by default audits into the embedded PGlite store, with no database configured', async () => {
     const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
     const server = start({ AUDIT: 'on', DATABASE_URL: '' }, auditDir);

@@ -219,12 +219,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       seconds: Math.round(performance.now() - started) / 1000,
     });
   });
-  loading.catch((err) => log('error', 'model loading failed', { error: String(err?.stack ?? err) }));
+  loading.catch((err) => {
+    if (!closing) log('error', 'model loading failed', { error: String(err?.stack ?? err) });
+  });
 
   const close = async () => {
     if (closing) return;
     closing = true;
-    await loading.catch(() => {});
+    // Not waiting for models still loading: SIGTERM during start-up ends it now (the pool is closed below).
     // Stop listening, but keep open connections: http.Server#close would also drop idle keep-alive
     // connections at once, and a client whose next request is already on its way sees a reset. Instead a
     // request arriving on an open connection is answered with Connection: close, so its client reconnects
