@@ -106,9 +106,7 @@ function healthOf(l1: MemoryTier | undefined, redis: RedisTier | undefined, audi
 
 /** While draining, every response tells its client to close the connection (and Node closes it after). */
 function drainAware(fetch: (req: Request) => Response | Promise<Response>, draining: () => boolean) {
-  return async (req: Request) => {
-    const res = await fetch(req);
-    if (!draining()) return res;
+  const closeAfter = (res: Response) => {
     try {
       res.headers.set('Connection', 'close');
       return res;
@@ -119,6 +117,8 @@ function drainAware(fetch: (req: Request) => Response | Promise<Response>, drain
       return copy;
     }
   };
+  // Outside a drain the app's own fetch answers, with no extra promise per request.
+  return (req: Request) => (draining() ? Promise.resolve(fetch(req)).then(closeAfter) : fetch(req));
 }
 
 async function listen(fetch: (req: Request) => Response | Promise<Response>, config: ServerConfig) {
