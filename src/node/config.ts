@@ -44,6 +44,10 @@ const EnvSchema = z.object({
   AUDIT_MAX_QUEUE: int(1).default(50_000),
   AUDIT_RETRY_MS: int(10).default(1000),
   PREDICT_PROBABILITY: z.enum(['positive', 'list']).default('positive'),
+  HTTP_HEADERS_TIMEOUT_MS: int(100).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: int(100).default(30_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100).default(5_000),
+  HTTP_MAX_CONNECTIONS: int(1).default(10_000),
 });
 
 export interface ServerConfig {
@@ -59,6 +63,13 @@ export interface ServerConfig {
   shutdownTimeoutMs: number;
   /** `/predict`'s `probability`: the positive (or predicted) class's, or every class's as seed 003 reads it. */
   probability: 'positive' | 'list';
+  /** Limits that keep slow or idle clients from holding the server (slowloris). */
+  http: {
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    maxConnections: number;
+  };
   cache: {
     enabled: boolean;
     l1: { maxEntries: number; maxBytes: number; ttlMs: number };
@@ -88,6 +99,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
+  if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
+    throw new Error(
+      `invalid configuration:\n  HTTP_HEADERS_TIMEOUT_MS=${e.HTTP_HEADERS_TIMEOUT_MS}: must not exceed HTTP_REQUEST_TIMEOUT_MS=${e.HTTP_REQUEST_TIMEOUT_MS}`,
+    );
+  }
   return {
     port: e.PORT,
     host: e.HOST,
@@ -106,6 +122,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxRowsPerRequest: e.MAX_ROWS_PER_REQUEST,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     probability: e.PREDICT_PROBABILITY,
+    http: {
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxConnections: e.HTTP_MAX_CONNECTIONS,
+    },
     cache: {
       enabled: e.CACHE === 'on',
       l1: {

@@ -122,7 +122,22 @@ function drainAware(fetch: (req: Request) => Response | Promise<Response>, drain
 }
 
 async function listen(fetch: (req: Request) => Response | Promise<Response>, config: ServerConfig) {
-  const server = serve({ fetch, port: config.port, hostname: config.host }) as Server;
+  const { http } = config;
+  const server = serve({
+    fetch,
+    port: config.port,
+    hostname: config.host,
+    serverOptions: {
+      // A client gets this long to send its headers, and its whole request; Node checks both every
+      // connectionsCheckingInterval (30 s by default), so check often enough for the limits to hold.
+      headersTimeout: http.headersTimeoutMs,
+      requestTimeout: http.requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, http.headersTimeoutMs / 2)),
+      keepAliveTimeout: http.keepAliveTimeoutMs,
+    },
+  }) as Server;
+  // Past this many open connections, new ones are closed at once.
+  server.maxConnections = http.maxConnections;
   await new Promise<void>((resolve, reject) => {
     if (server.listening) resolve();
     server.once('listening', resolve);
