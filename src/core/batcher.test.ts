@@ -38,6 +38,24 @@ const rowsTensor = (values: number[][]): Tensor => ({
 });
 
 describe('MicroBatcher', () => {
+  it('stacks only rows of the same inner shape, and still stacks those', async () => {
+    const { batches, run } = doubler();
+    const b = new MicroBatcher('m', run, opts({ maxQueueDelayMs: 5 }));
+    const answers = await Promise.all([
+      b.submit({ x: rowsTensor([[1, 2]]) }, 1),
+      b.submit({ x: rowsTensor([[3, 4]]) }, 1),
+      b.submit({ x: rowsTensor([[5, 6, 7]]) }, 1),
+      b.submit({ x: rowsTensor([[8, 9, 10]]) }, 1),
+    ]);
+    expect(batches).toEqual([2, 2]);
+    expect(answers.map((a) => Array.from(a.y!.data as Float32Array))).toEqual([
+      [2, 4],
+      [6, 8],
+      [10, 12, 14],
+      [16, 18, 20],
+    ]);
+  });
+
   it('packs concurrent requests into one batch and splits results back in order', async () => {
     const { batches, run } = doubler();
     const reports: BatchReport[] = [];

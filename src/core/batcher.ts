@@ -74,6 +74,9 @@ export class MicroBatcher {
     if (this.queuedRows + rows > this.#opts.maxQueuedRows)
       return Promise.reject(queueFull(this.#name, this.queuedRows));
     return new Promise<Outputs>((resolve, reject) => {
+      // Rows stack only with rows of the same inner shape (models with a free inner dimension).
+      const first = this.#pending[0];
+      if (first && !sameInnerShape(first.inputs, inputs)) this.#close();
       if (this.#pendingRows > 0 && this.#pendingRows + rows > this.#opts.maxBatchRows) this.#close();
       this.#pending.push({ inputs, rows, enqueuedAt: now(), resolve, reject });
       this.#pendingRows += rows;
@@ -148,6 +151,17 @@ export class MicroBatcher {
       this.#drain();
     }
   }
+}
+
+/** Every input has the same dimensions after the first (the rows). */
+function sameInnerShape(a: Record<string, Tensor>, b: Record<string, Tensor>): boolean {
+  for (const name in a) {
+    const da = a[name]!.dims;
+    const db = b[name]?.dims;
+    if (!db || da.length !== db.length) return false;
+    for (let i = 1; i < da.length; i++) if (da[i] !== db[i]) return false;
+  }
+  return true;
 }
 
 function split(outputs: Outputs, batch: Item[], rows: number): void {

@@ -105,7 +105,7 @@ export function createInference(
       rows: number,
       opts: { useCache: boolean; outputs: readonly string[] },
     ): Promise<InferResult> {
-      if (!cache || !opts.useCache || !entry.batchable) {
+      if (!cache || !opts.useCache || !entry.batchable || !entry.fixedRowShape) {
         return { outputs: await predictor.infer(entry, inputs, rows), tiers: undefined };
       }
       const keyerId = `${entry.id}\0${opts.outputs.join(',')}`;

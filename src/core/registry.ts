@@ -38,6 +38,11 @@ export interface ModelEntry {
   classLabels: string[] | undefined;
   /** Every input and output has a free first dimension, so rows of requests can be stacked. */
   batchable: boolean;
+  /**
+   * Every dimension after the first is fixed, so each row has one shape: rows can be cached one by one.
+   * A model with a free inner dimension is batched only with requests of the same inner shape, and not cached.
+   */
+  fixedRowShape: boolean;
   loadSeconds: number;
 }
 
@@ -117,6 +122,9 @@ export function describeModel(args: {
     probabilityOutput: probabilities?.name,
     classLabels: metadata.class_labels,
     batchable,
+    fixedRowShape: [...signature.inputs, ...signature.outputs].every((t) =>
+      t.shape.slice(1).every((d) => typeof d === 'number' && d >= 0),
+    ),
     loadSeconds: args.loadSeconds ?? 0,
   };
 }
