@@ -84,9 +84,12 @@ describe('HTTP limits', () => {
       .toBe(200);
   });
 
-  it('refuses a headers timeout longer than the request timeout, naming both', () => {
+  it('refuses settings that contradict each other, naming both sides', () => {
     expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT_MS: '5000', HTTP_REQUEST_TIMEOUT_MS: '1000' })).toThrow(
       /HTTP_HEADERS_TIMEOUT_MS=5000: must not exceed HTTP_REQUEST_TIMEOUT_MS=1000/,
+    );
+    expect(() => loadConfig({ MAX_ROWS_PER_REQUEST: '5000', BATCH_MAX_QUEUED_ROWS: '1000' })).toThrow(
+      /MAX_ROWS_PER_REQUEST=5000: must not exceed BATCH_MAX_QUEUED_ROWS=1000/,
     );
   });
 });

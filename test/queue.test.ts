@@ -14,11 +14,12 @@ beforeAll(async () => {
 });
 afterAll(() => server.close());
 
-it('refuses a request with more rows than the queue holds', async () => {
+it('refuses a request with more rows than the queue could ever hold with 413, not a retryable 503', async () => {
+  // MAX_ROWS_PER_REQUEST defaults to the queue bound when that is under 10,000.
   const res = await server.post('/predict/batch', { instances: rows(51, 7) });
-  expect(res.status).toBe(503);
-  expect(res.headers.get('retry-after')).toBe('1');
-  expect((await json(res)).error.code).toBe('ERR_QUEUE_FULL');
+  expect(res.status).toBe(413);
+  expect(res.headers.get('retry-after')).toBeNull();
+  expect((await json(res)).error).toMatchObject({ code: 'ERR_TOO_MANY_ROWS', field: 'instances' });
 });
 
 it('accepts exactly as many queued rows as the bound, refuses the rest with 503, then recovers', async () => {

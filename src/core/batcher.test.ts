@@ -105,6 +105,15 @@ describe('MicroBatcher', () => {
     expect(waited).toBeGreaterThanOrEqual(4);
   });
 
+  it('refuses a request larger than the queue bound with 413: retrying could never help', async () => {
+    const { run } = doubler();
+    const b = new MicroBatcher('m', run, opts({ maxQueuedRows: 3 }));
+    await expect(b.submit({ x: rowsTensor([[1], [2], [3], [4]]) }, 4)).rejects.toMatchObject({
+      code: 'ERR_TOO_MANY_ROWS',
+      status: 413,
+    });
+  });
+
   it('refuses rows past maxQueuedRows with ERR_QUEUE_FULL and a retry hint', async () => {
     const { run } = doubler(20);
     const b = new MicroBatcher('m', run, opts({ maxQueuedRows: 3, maxBatchRows: 2 }));

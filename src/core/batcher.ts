@@ -1,4 +1,4 @@
-import { queueFull } from './errors.js';
+import { invalid, queueFull } from './errors.js';
 import { concatRows, type Tensor } from './tensor.js';
 
 export interface BatcherOptions {
@@ -71,6 +71,16 @@ export class MicroBatcher {
   }
 
   submit(inputs: Record<string, Tensor>, rows: number): Promise<Outputs> {
+    // More rows than the queue can ever hold: retrying cannot help, so not a 503.
+    if (rows > this.#opts.maxQueuedRows) {
+      return Promise.reject(
+        invalid(
+          'ERR_TOO_MANY_ROWS',
+          'rows',
+          `${rows} rows; this model queues at most ${this.#opts.maxQueuedRows}`,
+        ),
+      );
+    }
     if (this.queuedRows + rows > this.#opts.maxQueuedRows)
       return Promise.reject(queueFull(this.#name, this.queuedRows));
     return new Promise<Outputs>((resolve, reject) => {

@@ -108,13 +108,16 @@ export function createInference(
       if (!cache || !opts.useCache || !entry.batchable || !entry.fixedRowShape) {
         return { outputs: await predictor.infer(entry, inputs, rows), tiers: undefined };
       }
-      const keyerId = `${entry.id}\0${opts.outputs.join(',')}`;
+      // One keyer per model and set of outputs (sorted, without repeats): a client's ordering or repeats of
+      // output names must not grow this map.
+      const outputSet = [...new Set(opts.outputs)].sort();
+      const keyerId = `${entry.id}\0${outputSet.join(',')}`;
       let keyer = keyers.get(keyerId);
       if (!keyer) {
         keyer = createKeyer(
           entry,
           entry.signature.inputs.map((i) => i.name),
-          opts.outputs,
+          outputSet,
         );
         keyers.set(keyerId, keyer);
       }

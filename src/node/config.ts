@@ -20,7 +20,7 @@ const EnvSchema = z.object({
   BATCH_MAX_QUEUED_ROWS: int(1).default(20_000),
   BATCH_MAX_IN_FLIGHT: int(1).optional(),
   MAX_BODY_BYTES: int(1024).default(4 * 1024 * 1024),
-  MAX_ROWS_PER_REQUEST: int(1).default(10_000),
+  MAX_ROWS_PER_REQUEST: int(1).optional(),
   SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
   CACHE: onOff.default('on'),
   CACHE_L1_MAX_ENTRIES: int(1).default(100_000),
@@ -99,11 +99,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
+  // Settings that must agree with each other.
+  const clashes: string[] = [];
   if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
-    throw new Error(
-      `invalid configuration:\n  HTTP_HEADERS_TIMEOUT_MS=${e.HTTP_HEADERS_TIMEOUT_MS}: must not exceed HTTP_REQUEST_TIMEOUT_MS=${e.HTTP_REQUEST_TIMEOUT_MS}`,
+    clashes.push(
+      `HTTP_HEADERS_TIMEOUT_MS=${e.HTTP_HEADERS_TIMEOUT_MS}: must not exceed HTTP_REQUEST_TIMEOUT_MS=${e.HTTP_REQUEST_TIMEOUT_MS}`,
     );
   }
+  // By default a request may carry as many rows as the queue holds, up to 10,000.
+  const maxRows = e.MAX_ROWS_PER_REQUEST ?? Math.min(10_000, e.BATCH_MAX_QUEUED_ROWS);
+  if (maxRows > e.BATCH_MAX_QUEUED_ROWS) {
+    clashes.push(
+      `MAX_ROWS_PER_REQUEST=${e.MAX_ROWS_PER_REQUEST}: must not exceed BATCH_MAX_QUEUED_ROWS=${e.BATCH_MAX_QUEUED_ROWS} (a request that large could never be queued)`,
+    );
+  }
+  if (clashes.length > 0) throw new Error(`invalid configuration:\n  ${clashes.join('\n  ')}`);
   return {
     port: e.PORT,
     host: e.HOST,
@@ -119,7 +129,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxInFlight: e.BATCH_MAX_IN_FLIGHT ?? e.POOL_SIZE,
     },
     maxBodyBytes: e.MAX_BODY_BYTES,
-    maxRowsPerRequest: e.MAX_ROWS_PER_REQUEST,
+    maxRowsPerRequest: maxRows,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     probability: e.PREDICT_PROBABILITY,
     http: {

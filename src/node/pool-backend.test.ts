@@ -41,6 +41,26 @@ describe('pool backend', () => {
     ).rejects.toThrow(/model\.onnx/);
   });
 
+  it('bounds the batches waiting for a worker: past maxQueue, ERR_QUEUE_FULL; the rest are answered', async () => {
+    const backend = createPoolBackend({ size: 1, maxQueue: 2 });
+    await backend.load([{ id: 'mlp@1', path: join(MODELS_DIR, 'mlp-large/1/model.onnx') }]);
+    // 4,000-row batches of the largest model keep the one worker busy while the rest queue.
+    const big = () => ({
+      float_input: {
+        type: 'float32' as const,
+        dims: [4000, 64],
+        data: new Float32Array(4000 * 64).fill(0.5),
+      },
+    });
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => backend.run('mlp@1', big())));
+    const refused = results.filter((r) => r.status === 'rejected');
+    expect(refused.length).toBeGreaterThan(0);
+    for (const r of refused)
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'ERR_QUEUE_FULL', status: 503 });
+    expect(results.filter((r) => r.status === 'fulfilled').length).toBeGreaterThanOrEqual(3); // one running, two queued
+    await backend.close();
+  });
+
   it('transfers input buffers to the worker instead of copying them', async () => {
     const backend = createPoolBackend({ size: 1 });
     await backend.load([{ id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') }]);

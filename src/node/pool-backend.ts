@@ -8,6 +8,7 @@ import {
   type WorkerTask,
 } from '../../workers/protocol.js';
 import type { BackendStats, InferenceBackend, ModelSignature, ModelSource } from '../core/backend.js';
+import { ServeError } from '../core/errors.js';
 import type { Tensor } from '../core/tensor.js';
 import { compiledWorker } from './worker-file.js';
 
@@ -20,6 +21,11 @@ export interface PoolBackendOptions {
   workerFile?: string;
   /** Most ms to wait for every worker to load its models. */
   startTimeoutMs?: number;
+  /**
+   * Most batches waiting for a free worker; past it, a run is refused with 503 ERR_QUEUE_FULL. Batched
+   * models never queue more than the batcher lets in flight; this bounds models that skip the batcher.
+   */
+  maxQueue?: number;
 }
 
 /**
@@ -47,6 +53,7 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         minThreads: options.size,
         maxThreads: options.size,
         idleTimeout: Number.MAX_SAFE_INTEGER,
+        maxQueue: options.maxQueue ?? 1000,
         workerData,
       });
       pool = p;
@@ -88,8 +95,18 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
     },
 
     async run(modelId: string, inputs: Record<string, Tensor>) {
-      if (!pool) throw new Error('the pool backend has no models loaded');
-      return (await pool.run(
+      const p = pool;
+      if (!p) throw new Error('the pool backend has no models loaded');
+      if (p.queueSize >= p.options.maxQueue) {
+        throw new ServeError(
+          'ERR_QUEUE_FULL',
+          `${p.queueSize} batches are waiting for a worker; retry shortly`,
+          {
+            retryAfterSeconds: 1,
+          },
+        );
+      }
+      return (await p.run(
         { op: 'run', modelId, inputs },
         { transferList: transferListOf(inputs) },
       )) as RunResult;
