@@ -83,6 +83,8 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         p.on('message', onMessage);
         p.on('error', onError);
       }).catch(async (err) => {
+        // Workers starting meanwhile fail the same way: their errors must not surface as uncaught.
+        p.on('error', () => {});
         await p.destroy();
         pool = undefined;
         throw err;
