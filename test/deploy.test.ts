@@ -1,8 +1,9 @@
 /** Dockerfile, compose, Kubernetes and monitoring files agree with the code they deploy and observe. */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import onnxProto, { type onnx as OnnxTypes } from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../src/node/config.js';
@@ -241,40 +242,153 @@ describe('monitoring', () => {
   });
 
   it.skipIf(!hasPromtool)('a real Prometheus scrapes the server and reads its gauges', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'prom-'));
-    const target = new URL(server.url).host;
-    const config = read('monitoring/prometheus.yml')
-      .replace('["api:8000"]', `["${target}"]`)
-      .replace('scrape_interval: 5s', 'scrape_interval: 1s');
-    writeFileSync(join(dir, 'prometheus.yml'), config);
-    writeFileSync(join(dir, 'alerts.yml'), read('monitoring/alerts.yml'));
-    const port = 19090 + Math.floor(Math.random() * 500);
-    const prom = spawn(
-      'prometheus',
-      [
-        `--config.file=${join(dir, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-      ],
-      { stdio: 'ignore' },
-    );
+    const prom = await startPrometheus(new URL(server.url).host);
     try {
-      const query = async (q: string) => {
-        const res = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
-        return (await res.json()) as { data: { result: { value: [number, string] }[] } };
-      };
       await expect
-        .poll(
-          async () =>
-            (await query('onnxserve_pool_workers_live').catch(() => undefined))?.data.result[0]?.value[1],
-          { timeout: 30_000, interval: 500 },
-        )
-        .toBe('2');
-      const up = await query('up{job="onnx-serve"}');
-      expect(up.data.result[0]!.value[1]).toBe('1');
+        .poll(async () => (await prom.query('onnxserve_pool_workers_live').catch(() => undefined))?.[0], {
+          timeout: 30_000,
+          interval: 500,
+        })
+        .toBe(2);
+      expect((await prom.query('up{job="onnx-serve"}'))[0]).toBe(1);
     } finally {
-      prom.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
+      prom.stop();
     }
   });
+
+  it.skipIf(!hasPromtool)(
+    'pool utilization, as the gauge and as rate() of the busy-seconds counter: near 0 idle, high when the worker is saturated',
+    async () => {
+      // A model whose rows cost far more to compute than to parse (64 → 2048 → 2048 → 2), so that one
+      // worker, not the main thread, is what saturates.
+      const dir = mkdtempSync(join(tmpdir(), 'models-'));
+      mkdirSync(join(dir, 'heavy', '1'), { recursive: true });
+      writeFileSync(join(dir, 'heavy', '1', 'model.onnx'), heavyModel());
+      const busy = await startTestServer({ MODELS_DIR: dir, POOL_SIZE: '1', CACHE: 'off' });
+      const prom = await startPrometheus(new URL(busy.url).host);
+      const utilization = async () => {
+        const [gauge] = await prom.query('onnxserve_pool_utilization');
+        const [rate] = await prom.query('sum(rate(onnxserve_pool_busy_seconds_total[5s]))');
+        return { gauge: gauge ?? Number.NaN, rate: rate ?? Number.NaN };
+      };
+      try {
+        // Idle: a few scrapes with nothing to run.
+        await expect
+          .poll(async () => !Number.isNaN((await utilization()).rate), { timeout: 30_000, interval: 500 })
+          .toBe(true);
+        await new Promise((r) => setTimeout(r, 3000));
+        const idle = await utilization();
+        expect(idle.gauge).toBeLessThanOrEqual(0.2);
+        expect(idle.rate).toBeLessThanOrEqual(0.2);
+        // Saturated: four clients keep the one worker busy with 200-row batches.
+        const body = JSON.stringify({
+          inputs: [{ name: 'x', shape: [200, 64], datatype: 'FP32', data: Array(200 * 64).fill(0.5) }],
+          parameters: { use_cache: false },
+        });
+        const url = `${busy.url}/v2/models/heavy/infer`;
+        let stop = false;
+        const client = async () => {
+          while (!stop) {
+            const res = await fetch(url, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body,
+            });
+            const text = await res.text();
+            expect(res.status, text.slice(0, 300)).toBe(200);
+          }
+        };
+        const clients = Array.from({ length: 4 }, client);
+        await new Promise((r) => setTimeout(r, 7000));
+        const loaded = await utilization();
+        stop = true;
+        await Promise.all(clients);
+        expect(loaded.gauge).toBeGreaterThanOrEqual(0.5);
+        expect(loaded.rate).toBeGreaterThanOrEqual(0.5);
+        console.log('pool utilization idle', idle, 'saturated', loaded);
+      } finally {
+        prom.stop();
+        await busy.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
 });
+
+/** A real Prometheus scraping `target` every second, with the project's config and rules. */
+async function startPrometheus(target: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'prom-'));
+  const config = read('monitoring/prometheus.yml')
+    .replace('["api:8000"]', `["${target}"]`)
+    .replace('scrape_interval: 5s', 'scrape_interval: 1s');
+  writeFileSync(join(dir, 'prometheus.yml'), config);
+  writeFileSync(join(dir, 'alerts.yml'), read('monitoring/alerts.yml'));
+  const port = 19090 + Math.floor(Math.random() * 500);
+  const prom = spawn(
+    'prometheus',
+    [
+      `--config.file=${join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  return {
+    /** The values of an instant query's series. */
+    async query(q: string): Promise<number[]> {
+      const res = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
+      const body = (await res.json()) as { data: { result: { value: [number, string] }[] } };
+      return body.data.result.map((r) => Number(r.value[1]));
+    },
+    stop() {
+      prom.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An MLP 64 → 2048 → 2048 → 2 with seeded weights: about 4.3M multiply-adds per row. */
+function heavyModel(): Uint8Array {
+  const onnx = (onnxProto as unknown as { onnx: typeof OnnxTypes }).onnx;
+  let seed = 7;
+  const weights = (name: string, rows: number, cols: number): OnnxTypes.ITensorProto => {
+    const data = new Float32Array(rows * cols);
+    for (let i = 0; i < data.length; i++) {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      data[i] = (seed / 2147483648 - 0.5) / Math.sqrt(rows);
+    }
+    return {
+      name,
+      dims: [rows, cols],
+      dataType: onnx.TensorProto.DataType.FLOAT,
+      rawData: new Uint8Array(data.buffer),
+    };
+  };
+  const io = (name: string, width: number): OnnxTypes.IValueInfoProto => ({
+    name,
+    type: {
+      tensorType: {
+        elemType: onnx.TensorProto.DataType.FLOAT,
+        shape: { dim: [{ dimParam: 'N' }, { dimValue: width }] },
+      },
+    },
+  });
+  return onnx.ModelProto.encode({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'heavy',
+      initializer: [weights('w1', 64, 2048), weights('w2', 2048, 2048), weights('w3', 2048, 2)],
+      node: [
+        { opType: 'MatMul', input: ['x', 'w1'], output: ['h1'] },
+        { opType: 'Relu', input: ['h1'], output: ['r1'] },
+        { opType: 'MatMul', input: ['r1', 'w2'], output: ['h2'] },
+        { opType: 'Relu', input: ['h2'], output: ['r2'] },
+        { opType: 'MatMul', input: ['r2', 'w3'], output: ['y'] },
+      ],
+      input: [io('x', 64)],
+      output: [io('y', 2)],
+    },
+  }).finish();
+}

@@ -7,7 +7,7 @@ import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { createOrtBackend } from '../src/node/ort-backend.js';
 import {
   type DescribeResult,
-  type RunResult,
+  type RunReply,
   transferListOf,
   type WorkerInit,
   type WorkerReadyMessage,
@@ -23,8 +23,15 @@ function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
   return move({ [transferableSymbol]: transfer, [valueSymbol]: value } as unknown as ArrayBuffer);
 }
 
-export default async function handle(task: WorkerTask): Promise<DescribeResult | RunResult> {
+export default async function handle(task: WorkerTask): Promise<DescribeResult | RunReply> {
   if (task.op === 'describe') return signatures;
+  const started = performance.now();
   const outputs = await backend.run(task.modelId, task.inputs);
-  return withTransfer(outputs, transferListOf(outputs)) as unknown as RunResult;
+  const reply: RunReply = {
+    outputs,
+    threadId,
+    startedAt: performance.timeOrigin + started,
+    busyMs: performance.now() - started,
+  };
+  return withTransfer(reply, transferListOf(outputs)) as unknown as RunReply;
 }

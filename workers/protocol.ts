@@ -26,6 +26,15 @@ export const isWorkerReady = (m: unknown): m is WorkerReadyMessage =>
 export type DescribeResult = Record<string, ModelSignature>;
 export type RunResult = Record<string, Tensor>;
 
+/** A run's outputs, with how long the worker spent on it (timed inside the worker: no queue, no transfer). */
+export interface RunReply {
+  outputs: RunResult;
+  threadId: number;
+  /** When the run started, in ms since the epoch (performance.timeOrigin + performance.now()). */
+  startedAt: number;
+  busyMs: number;
+}
+
 /** The buffers to transfer with a set of tensors. A buffer shared by several tensors goes once. */
 export function transferListOf(tensors: Record<string, Tensor>): ArrayBuffer[] {
   const seen = new Set<ArrayBuffer>();

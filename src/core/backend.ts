@@ -25,8 +25,10 @@ export interface ModelSource {
 }
 
 export interface BackendStats {
-  /** Busy fraction of the execution threads, 0..1. */
+  /** Busy fraction of the execution threads over the last few seconds, 0..1. */
   utilization: number;
+  /** Seconds each execution thread has spent running models, by thread id (counters). */
+  busySeconds?: Record<string, number>;
   /** Batches waiting for a thread. */
   queuedBatches: number;
   liveWorkers: number;

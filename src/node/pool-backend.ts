@@ -2,6 +2,7 @@ import { Piscina } from 'piscina';
 import {
   type DescribeResult,
   isWorkerReady,
+  type RunReply,
   type RunResult,
   transferListOf,
   type WorkerInit,
@@ -35,7 +36,8 @@ export interface PoolBackendOptions {
 export function createPoolBackend(options: PoolBackendOptions): InferenceBackend & { stats(): BackendStats } {
   if (!Number.isInteger(options.size) || options.size < 1)
     throw new Error('options.size must be a positive integer');
-  let pool: Piscina<WorkerTask, DescribeResult | RunResult> | undefined;
+  let pool: Piscina<WorkerTask, DescribeResult | RunReply> | undefined;
+  const busy = createBusyMeter(UTILIZATION_WINDOW_MS);
 
   return {
     name: 'onnxruntime-node (piscina pool)',
@@ -48,7 +50,7 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         intraOpNumThreads: options.intraOpNumThreads ?? 1,
         warmup: options.warmup ?? true,
       };
-      const p = new Piscina<WorkerTask, DescribeResult | RunResult>({
+      const p = new Piscina<WorkerTask, DescribeResult | RunReply>({
         filename: options.workerFile ?? compiledWorker('onnx-worker.js'),
         minThreads: options.size,
         maxThreads: options.size,
@@ -57,6 +59,10 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         workerData,
       });
       pool = p;
+      // Every worker's busy counter exists from its start (replacements included), so rate() has a series.
+      p.on('message', (m: unknown) => {
+        if (isWorkerReady(m)) busy.register(m.threadId);
+      });
       // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
       // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
       await new Promise<void>((resolve, reject) => {
@@ -96,29 +102,34 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
       return new Map<string, ModelSignature>(Object.entries(described));
     },
 
-    async run(modelId: string, inputs: Record<string, Tensor>) {
+    async run(modelId: string, inputs: Record<string, Tensor>): Promise<RunResult> {
       const p = pool;
       if (!p) throw new Error('the pool backend has no models loaded');
       if (p.queueSize >= p.options.maxQueue) {
-        throw new ServeError(
-          'ERR_QUEUE_FULL',
-          `${p.queueSize} batches are waiting for a worker; retry shortly`,
-          {
-            retryAfterSeconds: 1,
-          },
-        );
+        throw new ServeError('ERR_QUEUE_FULL', `${p.queueSize} batches are waiting for a worker; retry shortly`, {
+          retryAfterSeconds: 1,
+        });
       }
-      return (await p.run(
-        { op: 'run', modelId, inputs },
-        { transferList: transferListOf(inputs) },
-      )) as RunResult;
+      const task = busy.dispatched();
+      try {
+        const reply = (await p.run(
+          { op: 'run', modelId, inputs },
+          { transferList: transferListOf(inputs) },
+        )) as RunReply;
+        busy.ran(reply.threadId, reply.startedAt, reply.busyMs);
+        return reply.outputs;
+      } finally {
+        busy.settled(task);
+      }
     },
 
     stats() {
+      const threads = pool?.threads.length ?? 0;
       return {
-        utilization: pool?.utilization ?? 0,
+        utilization: busy.utilization(Math.max(1, options.size)),
+        busySeconds: busy.totals(),
         queuedBatches: pool?.queueSize ?? 0,
-        liveWorkers: pool?.threads.length ?? 0,
+        liveWorkers: threads,
       };
     },
 
@@ -126,6 +137,55 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
       const p = pool;
       pool = undefined;
       await p?.close();
+    },
+  };
+}
+
+/** Utilization is read over this window: long enough to smooth single batches, short enough to show now. */
+const UTILIZATION_WINDOW_MS = 5000;
+
+/**
+ * Busy time of the pool's threads, as the workers measure it: a total per thread (a counter, whose rate()
+ * is utilization, as node_exporter exposes CPU) and the busy fraction over a recent window, counting runs
+ * still in progress.
+ */
+function createBusyMeter(windowMs: number) {
+  const totals = new Map<number, number>();
+  /** Runs that ended within the window: [start, end] in epoch ms. */
+  let recent: [number, number][] = [];
+  /** Runs dispatched and not yet answered: when each was dispatched. */
+  const running = new Map<number, number>();
+  let next = 0;
+  const epochNow = () => performance.timeOrigin + performance.now();
+  return {
+    dispatched(): number {
+      const id = next++;
+      running.set(id, epochNow());
+      return id;
+    },
+    settled(id: number) {
+      running.delete(id);
+    },
+    register(threadId: number) {
+      if (!totals.has(threadId)) totals.set(threadId, 0);
+    },
+    ran(threadId: number, startedAt: number, busyMs: number) {
+      totals.set(threadId, (totals.get(threadId) ?? 0) + busyMs);
+      recent.push([startedAt, startedAt + busyMs]);
+    },
+    totals(): Record<string, number> {
+      return Object.fromEntries([...totals].map(([t, ms]) => [String(t), ms / 1000]));
+    },
+    utilization(threads: number): number {
+      const now = epochNow();
+      const from = now - windowMs;
+      recent = recent.filter(([, end]) => end > from);
+      let ms = 0;
+      for (const [start, end] of recent) ms += end - Math.max(start, from);
+      // Runs in progress: at most one per thread is actually running; the rest wait in the queue.
+      const inProgress = [...running.values()].sort((a, b) => a - b).slice(0, threads);
+      for (const since of inProgress) ms += now - Math.max(since, from);
+      return Math.min(1, ms / (windowMs * threads));
     },
   };
 }

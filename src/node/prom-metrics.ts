@@ -89,7 +89,13 @@ export const METRICS = {
   poolUtilization: {
     name: 'onnxserve_pool_utilization',
     kind: 'gauge',
-    help: 'Busy fraction of the worker pool since start (0..1)',
+    help: 'Busy fraction of the worker pool over the last 5 s (0..1), as the workers time their runs',
+  },
+  poolBusySeconds: {
+    name: 'onnxserve_pool_busy_seconds_total',
+    kind: 'counter',
+    help: 'Seconds each worker thread has spent running models; rate() of it is that worker’s utilization',
+    labels: ['worker'],
   },
   poolQueue: {
     name: 'onnxserve_pool_queued_batches',
@@ -276,6 +282,15 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
         gauge('poolUtilization', () => pool().utilization);
         gauge('poolQueue', () => pool().queuedBatches);
         gauge('poolWorkers', () => pool().liveWorkers);
+        // A counter whose value the pool keeps: set at scrape time from the workers' own totals.
+        new Counter({
+          ...base('poolBusySeconds'),
+          collect(this: Counter) {
+            const totals = pool().busySeconds ?? {};
+            this.reset();
+            for (const [worker, seconds] of Object.entries(totals)) this.labels(worker).inc(seconds);
+          },
+        });
       }
       if (s.l1) {
         const l1 = s.l1;
