@@ -1,5 +1,6 @@
 import type { InferenceBackend } from './backend.js';
 import { type BatcherOptions, type BatchReport, MicroBatcher } from './batcher.js';
+import { ServeError } from './errors.js';
 import type { ModelEntry } from './registry.js';
 import type { Tensor } from './tensor.js';
 
@@ -20,6 +21,12 @@ export interface PredictorOptions {
   onBatch?: (entry: ModelEntry, report: BatchReport) => void;
 }
 
+/** A failure of the model itself (a worker that died, a runtime error): 500 ERR_INFERENCE, this batch only. */
+const inferenceFailed = (entry: ModelEntry) => (err: unknown) => {
+  if (err instanceof ServeError) throw err;
+  throw new ServeError('ERR_INFERENCE', `model ${entry.id} failed to run this batch`, { cause: err });
+};
+
 export function createPredictor({ backend, batching, onBatch }: PredictorOptions): Predictor {
   const batchers = new Map<string, MicroBatcher>();
   const batcherFor = (entry: ModelEntry) => {
@@ -27,7 +34,7 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
     if (!b) {
       b = new MicroBatcher(
         entry.id,
-        (inputs) => backend.run(entry.id, inputs),
+        (inputs) => backend.run(entry.id, inputs).catch(inferenceFailed(entry)),
         batching as BatcherOptions,
         (r) => onBatch?.(entry, r),
       );
@@ -37,7 +44,8 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
   };
   return {
     infer(entry, inputs, rows) {
-      if (!entry.batchable || batching === false) return backend.run(entry.id, inputs);
+      if (!entry.batchable || batching === false)
+        return backend.run(entry.id, inputs).catch(inferenceFailed(entry));
       return batcherFor(entry).submit(inputs, rows);
     },
     queuedRows() {

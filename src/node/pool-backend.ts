@@ -106,9 +106,13 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
       const p = pool;
       if (!p) throw new Error('the pool backend has no models loaded');
       if (p.queueSize >= p.options.maxQueue) {
-        throw new ServeError('ERR_QUEUE_FULL', `${p.queueSize} batches are waiting for a worker; retry shortly`, {
-          retryAfterSeconds: 1,
-        });
+        throw new ServeError(
+          'ERR_QUEUE_FULL',
+          `${p.queueSize} batches are waiting for a worker; retry shortly`,
+          {
+            retryAfterSeconds: 1,
+          },
+        );
       }
       const task = busy.dispatched();
       try {
