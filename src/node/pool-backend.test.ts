@@ -34,6 +34,25 @@ describe('pool backend', () => {
     await backend.close();
   });
 
+  it('ends a run that passes the time limit, replaces its worker, and goes on serving', async () => {
+    const backend = createPoolBackend({
+      size: 1,
+      runTimeoutMs: 300,
+      workerFile: join(import.meta.dirname, '../../test/fixtures/hanging-worker.mjs'),
+    });
+    await backend.load([{ id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') }]);
+    const started = performance.now();
+    await expect(backend.run('churn@1', row(-777))).rejects.toMatchObject({
+      code: 'ERR_INFERENCE',
+      status: 500,
+    });
+    expect(performance.now() - started).toBeLessThan(5000);
+    // The stuck worker was ended; a fresh one answers (after loading its sessions).
+    const out = await backend.run('churn@1', row(5));
+    expect(out.probabilities!.dims).toEqual([1, 2]);
+    await backend.close();
+  });
+
   it('fails to load, naming the file, when a model cannot be read', async () => {
     const backend = createPoolBackend({ size: 1 });
     await expect(

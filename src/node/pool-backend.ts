@@ -27,6 +27,8 @@ export interface PoolBackendOptions {
    * models never queue more than the batcher lets in flight; this bounds models that skip the batcher.
    */
   maxQueue?: number;
+  /** Most ms one batch may run; past it the worker is ended (and replaced) and the batch fails. */
+  runTimeoutMs?: number;
 }
 
 /**
@@ -116,10 +118,26 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
       }
       const task = busy.dispatched();
       try {
-        const reply = (await p.run(
-          { op: 'run', modelId, inputs },
-          { transferList: transferListOf(inputs) },
-        )) as RunReply;
+        // A run that never ends would hold its worker and its batcher slot for ever: past the limit
+        // Piscina ends the worker (a new one replaces it) and this batch fails.
+        const reply = (await p
+          .run(
+            { op: 'run', modelId, inputs },
+            {
+              transferList: transferListOf(inputs),
+              signal: AbortSignal.timeout(options.runTimeoutMs ?? 60_000),
+            },
+          )
+          .catch((err: unknown) => {
+            if ((err as Error)?.name === 'AbortError' || (err as Error)?.name === 'TimeoutError') {
+              throw new ServeError(
+                'ERR_INFERENCE',
+                `model ${modelId}: the batch ran past ${options.runTimeoutMs ?? 60_000} ms; its worker was replaced`,
+                { cause: err },
+              );
+            }
+            throw err;
+          })) as RunReply;
         busy.ran(reply.threadId, reply.startedAt, reply.busyMs);
         return reply.outputs;
       } finally {

@@ -173,7 +173,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const metrics = createPromMetrics();
   const { l1, redis, cache } = createCache(config.cache, metrics);
   const audit = createAudit(config.audit, metrics);
-  const backend = createPoolBackend({ size: config.poolSize, intraOpNumThreads: config.intraOpNumThreads });
+  const backend = createPoolBackend({
+    size: config.poolSize,
+    intraOpNumThreads: config.intraOpNumThreads,
+    runTimeoutMs: config.runTimeoutMs,
+  });
   const predictor = createPredictor({
     backend,
     batching: config.batching,
