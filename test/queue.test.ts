@@ -34,5 +34,45 @@ it('accepts exactly as many queued rows as the bound, refuses the rest with 503,
   const refused = results.filter((r) => r.status === 503);
   expect(refused).toHaveLength(70);
   for (const r of refused) expect(r.body.error.code).toBe('ERR_QUEUE_FULL');
-  expect((await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] })).status).toBe(200);
+  expect((await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7], use_cache: false })).status).toBe(
+    200,
+  );
+});
+
+it('answers 504 when the deadline a client asks for passes before its rows run', async () => {
+  // Rows here wait up to 500 ms for company; these clients give up after 50 ms.
+  for (const [how, send] of [
+    [
+      'body timeout_ms',
+      () => server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7], timeout_ms: 50, use_cache: false }),
+    ],
+    [
+      'X-Timeout-Ms',
+      () =>
+        server.post(
+          '/predict',
+          { features: [1, 2, 3, 4, 5, 6, 7], use_cache: false },
+          { 'x-timeout-ms': '50' },
+        ),
+    ],
+    [
+      'v2 parameters.timeout_ms',
+      () =>
+        server.post('/v2/models/churn/infer', {
+          parameters: { timeout_ms: 50, use_cache: false },
+          inputs: [{ name: 'float_input', shape: [1, 7], datatype: 'FP32', data: [1, 2, 3, 4, 5, 6, 7] }],
+        }),
+    ],
+  ] as const) {
+    const started = performance.now();
+    const res = await send();
+    expect(res.status, how).toBe(504);
+    const body = await json(res);
+    expect(JSON.stringify(body.error), how).toMatch(/ERR_DEADLINE_EXCEEDED|deadline/);
+    expect(performance.now() - started, how).toBeLessThan(450);
+  }
+  // Asked for nothing, the server's 30 s limit applies: the same request waits out the 500 ms and is answered.
+  expect((await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7], use_cache: false })).status).toBe(
+    200,
+  );
 });

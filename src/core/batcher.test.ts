@@ -105,6 +105,22 @@ describe('MicroBatcher', () => {
     expect(waited).toBeGreaterThanOrEqual(4);
   });
 
+  it('answers 504 to rows whose deadline passes while they wait, and never runs them', async () => {
+    const { batches, run } = doubler(200);
+    const b = new MicroBatcher('m', run, opts({ maxQueueDelayMs: 0, maxInFlight: 1 }));
+    const first = b.submit({ x: rowsTensor([[1]]) }, 1);
+    await new Promise((r) => setTimeout(r, 10)); // the first batch is running: the next rows wait
+    const started = performance.now();
+    const late = b.submit({ x: rowsTensor([[2], [3]]) }, 2, performance.now() + 50);
+    const patient = b.submit({ x: rowsTensor([[4]]) }, 1);
+    await expect(late).rejects.toMatchObject({ code: 'ERR_DEADLINE_EXCEEDED', status: 504 });
+    expect(performance.now() - started).toBeLessThan(180); // answered at its deadline, not when the slot freed
+    expect(b.queuedRows).toBe(1); // its rows left the queue
+    await first;
+    expect(Array.from((await patient).y!.data as Float32Array)).toEqual([8]);
+    expect(batches).toEqual([1, 1]); // the expired rows never ran
+  });
+
   it('refuses a request larger than the queue bound with 413: retrying could never help', async () => {
     const { run } = doubler();
     const b = new MicroBatcher('m', run, opts({ maxQueuedRows: 3 }));

@@ -1,4 +1,4 @@
-import { invalid, queueFull } from './errors.js';
+import { invalid, queueFull, ServeError } from './errors.js';
 import { concatRows, type Tensor } from './tensor.js';
 
 export interface BatcherOptions {
@@ -28,6 +28,9 @@ interface Item {
   inputs: Record<string, Tensor>;
   rows: number;
   enqueuedAt: number;
+  /** performance.now() past which the client no longer wants the answer. */
+  deadline: number;
+  settled: boolean;
   resolve: (outputs: Outputs) => void;
   reject: (err: unknown) => void;
 }
@@ -54,6 +57,9 @@ export class MicroBatcher {
   #timerArmed = false;
   #due = false;
   #timerGeneration = 0;
+  /** Items of batches being run: a sweep may answer them 504 while their batch still runs. */
+  #running = new Set<Item>();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(name: string, run: Runner, opts: BatcherOptions, onBatch?: (r: BatchReport) => void) {
     this.#name = name;
@@ -70,7 +76,11 @@ export class MicroBatcher {
     return this.#inFlight;
   }
 
-  submit(inputs: Record<string, Tensor>, rows: number): Promise<Outputs> {
+  submit(
+    inputs: Record<string, Tensor>,
+    rows: number,
+    deadline = Number.POSITIVE_INFINITY,
+  ): Promise<Outputs> {
     // More rows than the queue can ever hold: retrying cannot help, so not a 503.
     if (rows > this.#opts.maxQueuedRows) {
       return Promise.reject(
@@ -88,7 +98,19 @@ export class MicroBatcher {
       const first = this.#pending[0];
       if (first && !sameInnerShape(first.inputs, inputs)) this.#close();
       if (this.#pendingRows > 0 && this.#pendingRows + rows > this.#opts.maxBatchRows) this.#close();
-      this.#pending.push({ inputs, rows, enqueuedAt: now(), resolve, reject });
+      const item: Item = { inputs, rows, enqueuedAt: now(), deadline, settled: false, resolve, reject };
+      item.resolve = (o) => {
+        if (item.settled) return;
+        item.settled = true;
+        resolve(o);
+      };
+      item.reject = (e) => {
+        if (item.settled) return;
+        item.settled = true;
+        reject(e);
+      };
+      this.#pending.push(item);
+      if (deadline !== Number.POSITIVE_INFINITY) this.#sweep();
       this.#pendingRows += rows;
       if (this.#pendingRows >= this.#opts.maxBatchRows) this.#close();
       else if (!this.#timerArmed) this.#arm();
@@ -132,8 +154,43 @@ export class MicroBatcher {
     }
   }
 
-  async #dispatch(batch: Item[]): Promise<void> {
+  /** While anything waits or runs, answer 504 to items whose deadline has passed, every SWEEP_MS. */
+  #sweep(): void {
+    if (this.#sweeper) return;
+    this.#sweeper = setInterval(() => {
+      const t = now();
+      const expire = (item: Item) => {
+        if (item.settled || item.deadline > t) return false;
+        item.reject(deadlineExceeded(item, t));
+        return true;
+      };
+      let expired = 0;
+      for (const item of this.#pending) if (expire(item)) expired += item.rows;
+      for (const batch of this.#ready) for (const item of batch) if (expire(item)) expired += item.rows;
+      for (const item of this.#running) expire(item);
+      if (expired > 0) {
+        // Expired rows leave the queue: they no longer count against its bound, nor will they run.
+        this.#pending = this.#pending.filter((i) => !i.settled);
+        this.#pendingRows = this.#pending.reduce((n, i) => n + i.rows, 0);
+        this.#ready = this.#ready.map((b) => b.filter((i) => !i.settled)).filter((b) => b.length > 0);
+        this.#readyRows = this.#ready.reduce((n, b) => n + b.reduce((m, i) => m + i.rows, 0), 0);
+      }
+      if (this.#pending.length === 0 && this.#ready.length === 0 && this.#running.size === 0) {
+        clearInterval(this.#sweeper);
+        this.#sweeper = undefined;
+      }
+    }, SWEEP_MS);
+    (this.#sweeper as { unref?: () => void }).unref?.();
+  }
+
+  async #dispatch(all: Item[]): Promise<void> {
+    // Rows whose client has given up do not run.
+    const t = now();
+    for (const item of all) if (!item.settled && item.deadline <= t) item.reject(deadlineExceeded(item, t));
+    const batch = all.filter((i) => !i.settled);
+    if (batch.length === 0) return this.#drain();
     this.#inFlight++;
+    for (const item of batch) this.#running.add(item);
     const started = now();
     let rows = 0;
     for (const item of batch) rows += item.rows;
@@ -148,6 +205,7 @@ export class MicroBatcher {
       failed = true;
       for (const item of batch) item.reject(err);
     } finally {
+      for (const item of batch) this.#running.delete(item);
       this.#inFlight--;
       this.#onBatch?.({
         rows,
@@ -162,6 +220,14 @@ export class MicroBatcher {
     }
   }
 }
+
+const SWEEP_MS = 25;
+
+const deadlineExceeded = (item: Item, t: number) =>
+  new ServeError(
+    'ERR_DEADLINE_EXCEEDED',
+    `no answer within the request's deadline (${Math.round(item.deadline - item.enqueuedAt)} ms); waited ${Math.round(t - item.enqueuedAt)} ms`,
+  );
 
 /** Every input has the same dimensions after the first (the rows). */
 function sameInnerShape(a: Record<string, Tensor>, b: Record<string, Tensor>): boolean {

@@ -17,6 +17,7 @@ export const ERROR_STATUS = {
   ERR_INPUT_SHAPE: 422,
   ERR_OUTPUT_UNKNOWN: 422,
   ERR_QUEUE_FULL: 503,
+  ERR_DEADLINE_EXCEEDED: 504,
   ERR_NOT_READY: 503,
   ERR_SHUTTING_DOWN: 503,
   /** The client went away mid-body: nobody receives this answer; it is counted, not logged as a fault. */

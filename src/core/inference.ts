@@ -103,10 +103,10 @@ export function createInference(
       entry: ModelEntry,
       inputs: Record<string, Tensor>,
       rows: number,
-      opts: { useCache: boolean; outputs: readonly string[] },
+      opts: { useCache: boolean; outputs: readonly string[]; deadline?: number },
     ): Promise<InferResult> {
       if (!cache || !opts.useCache || !entry.batchable || !entry.fixedRowShape) {
-        return { outputs: await predictor.infer(entry, inputs, rows), tiers: undefined };
+        return { outputs: await predictor.infer(entry, inputs, rows, opts.deadline), tiers: undefined };
       }
       // One keyer per model and set of outputs (sorted, without repeats): a client's ordering or repeats of
       // output names must not grow this map.
@@ -172,6 +172,7 @@ export function createInference(
             entry,
             allRun ? inputs : pickRows(inputs, rows, run),
             run.length,
+            opts.deadline,
           );
           const computed = toCachedRows(outputs, opts.outputs, run.length);
           const store: [string, CachedRow][] = [];

@@ -25,6 +25,7 @@ const WHY: Record<number, string> = {
   422: 'Invalid input; `field` names the culprit',
   500: 'Inference failed (for example, a worker thread died mid-batch); only this request’s batch fails',
   503: 'Queue full, models still loading, or shutting down; see Retry-After',
+  504: 'No answer within the request’s deadline (timeout_ms, X-Timeout-Ms, or the server’s limit)',
 };
 
 type ErrorStatus = keyof typeof WHY;
@@ -53,7 +54,7 @@ export const v2ErrorResponses = (...statuses: ErrorStatus[]) =>
   );
 
 /** Every status a prediction route can answer besides 200. */
-export const PREDICTION_ERRORS = [400, 404, 413, 415, 422, 500, 503] as const;
+export const PREDICTION_ERRORS = [400, 404, 413, 415, 422, 500, 503, 504] as const;
 
 export const json = <T>(schema: T, description: string) => ({
   description,

@@ -6,7 +6,13 @@ import type { Tensor } from './tensor.js';
 
 export interface Predictor {
   /** Run rows through a model: batched with other requests where the model allows it. */
-  infer(entry: ModelEntry, inputs: Record<string, Tensor>, rows: number): Promise<Record<string, Tensor>>;
+  infer(
+    entry: ModelEntry,
+    inputs: Record<string, Tensor>,
+    rows: number,
+    /** performance.now() past which the answer is no longer wanted (504 ERR_DEADLINE_EXCEEDED). */
+    deadline?: number,
+  ): Promise<Record<string, Tensor>>;
   /** Rows waiting in every batcher. */
   queuedRows(): number;
 }
@@ -43,10 +49,10 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
     return b;
   };
   return {
-    infer(entry, inputs, rows) {
+    infer(entry, inputs, rows, deadline) {
       if (!entry.batchable || batching === false)
         return backend.run(entry.id, inputs).catch(inferenceFailed(entry));
-      return batcherFor(entry).submit(inputs, rows);
+      return batcherFor(entry).submit(inputs, rows, deadline);
     },
     queuedRows() {
       let n = 0;

@@ -52,6 +52,10 @@ const common = {
     .openapi({ description: 'Model version; the newest if absent.' }),
   use_cache: z.boolean().optional().openapi({ description: 'false skips both cache tiers.' }),
   request_id: z.string().min(1).max(200).optional().openapi({ description: 'Echoed back; audited.' }),
+  timeout_ms: z.number().positive().optional().openapi({
+    description:
+      'Answer within this many ms or not at all (504 ERR_DEADLINE_EXCEEDED); the server’s limit applies when larger. Also the X-Timeout-Ms header.',
+  }),
 };
 
 export const PredictRequest = z

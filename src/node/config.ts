@@ -45,6 +45,7 @@ const EnvSchema = z.object({
   AUDIT_RETRY_MS: int(10).default(1000),
   PREDICT_PROBABILITY: z.enum(['positive', 'list']).default('positive'),
   RUN_TIMEOUT_MS: int(10).default(60_000),
+  REQUEST_TIMEOUT_MS: int(1).default(30_000),
   HTTP_HEADERS_TIMEOUT_MS: int(100).default(10_000),
   HTTP_REQUEST_TIMEOUT_MS: int(100).default(30_000),
   HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100).default(5_000),
@@ -60,6 +61,8 @@ export interface ServerConfig {
   intraOpNumThreads: number;
   /** Most ms one batch may run before its worker is ended and replaced. */
   runTimeoutMs: number;
+  /** Most ms a prediction may take (clients may ask for less): past it, 504. */
+  requestTimeoutMs: number;
   batching: { maxBatchRows: number; maxQueueDelayMs: number; maxQueuedRows: number; maxInFlight: number };
   maxBodyBytes: number;
   maxRowsPerRequest: number;
@@ -126,6 +129,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     poolSize: e.POOL_SIZE,
     intraOpNumThreads: e.INTRA_OP_THREADS,
     runTimeoutMs: e.RUN_TIMEOUT_MS,
+    requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
     batching: {
       maxBatchRows: e.BATCH_MAX_ROWS,
       maxQueueDelayMs: e.BATCH_MAX_DELAY_MS,

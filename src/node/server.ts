@@ -219,6 +219,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       maxRowsPerRequest: config.maxRowsPerRequest,
       serverVersion: VERSION,
       probability: config.probability,
+      requestTimeoutMs: config.requestTimeoutMs,
     },
   );
   const server = await listen(

@@ -48,6 +48,8 @@ export interface AppConfig {
    * class's (multiclass), as seed 000's clients read it; `list` = every class's, as seed 003's do.
    */
   probability?: 'positive' | 'list';
+  /** Most ms a prediction may take (a client may ask for less); past it, 504 ERR_DEADLINE_EXCEEDED. */
+  requestTimeoutMs?: number;
 }
 
 export interface RouteContext {
@@ -64,6 +66,8 @@ export interface RouteContext {
   requireLoaded(): void;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   requestId(c: Context, fromBody: string | undefined): string;
+  /** When the answer stops being wanted: the server's limit, or less if the client asks (body, then X-Timeout-Ms). */
+  deadline(c: Context, started: number, fromBody: number | undefined): number;
 }
 
 export const notReady = () =>
@@ -86,6 +90,20 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     },
     requireLoaded() {
       if (!deps.isReady() && deps.registry.names().length === 0) throw notReady();
+    },
+    deadline(c, started, fromBody) {
+      const limit = config.requestTimeoutMs ?? 30_000;
+      let asked = fromBody;
+      const header = c.req.header('x-timeout-ms');
+      if (asked === undefined && header !== undefined) {
+        asked = Number(header);
+        if (!Number.isFinite(asked) || asked <= 0) {
+          throw new ServeError('ERR_VALIDATION', 'X-Timeout-Ms must be a positive number of milliseconds', {
+            field: 'x-timeout-ms',
+          });
+        }
+      }
+      return started + (asked === undefined ? limit : Math.min(asked, limit));
     },
     requestId(c, fromBody) {
       if (fromBody !== undefined) return fromBody;

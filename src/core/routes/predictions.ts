@@ -65,6 +65,7 @@ export function predictionRoutes(ctx: RouteContext) {
     listField: string,
     fieldOf: (r: number) => string,
     useCache: boolean,
+    deadline: number,
   ): Promise<{ predictions: RowPrediction[]; tiers: InferResult['tiers'] }> => {
     const spec = requireTabular(entry);
     if (rows.length === 0) throw invalid('ERR_VALIDATION', listField, 'at least one row is required');
@@ -79,6 +80,7 @@ export function predictionRoutes(ctx: RouteContext) {
     const result = await inference.run(entry, { [spec.input]: tensor }, rows.length, {
       useCache,
       outputs: predictOutputs(entry),
+      deadline,
     });
     metrics.rows(entry.name, entry.version, rows.length);
     return {
@@ -95,6 +97,7 @@ export function predictionRoutes(ctx: RouteContext) {
     const { features } = body;
     const entry = chooseModel(registry, body.model, body.version, features);
     const useCache = body.use_cache !== false;
+    const deadline = ctx.deadline(c, started, body.timeout_ms);
     if (Array.isArray(features) && Array.isArray(features[0])) {
       const { predictions, tiers } = await predictRows(
         entry,
@@ -102,6 +105,7 @@ export function predictionRoutes(ctx: RouteContext) {
         'features',
         (r) => `features[${r}]`,
         useCache,
+        deadline,
       );
       const rows = predictions.length;
       const a = { route: '/predict', entry, requestId, input: features, rows, started, tiers };
@@ -125,6 +129,7 @@ export function predictionRoutes(ctx: RouteContext) {
       'features',
       () => 'features',
       useCache,
+      deadline,
     );
     const one = predictions[0]!;
     const tier = tiers?.[0];
@@ -172,7 +177,8 @@ export function predictionRoutes(ctx: RouteContext) {
       throw invalid('ERR_VALIDATION', 'requests', 'requests (or instances) is required');
     }
     const entry = chooseModel(registry, body.model, body.version, input[0]);
-    const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache);
+    const deadline = ctx.deadline(c, started, body.timeout_ms);
+    const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache, deadline);
     const rows = predictions.length;
     const a = { route: '/predict/batch', entry, requestId, input, rows, started, tiers };
     return answer(c, a, (latencyMs, cachedRows) => ({

@@ -74,9 +74,18 @@ export function v2Routes(ctx: RouteContext) {
     if (useCache !== undefined && typeof useCache !== 'boolean') {
       throw invalid('ERR_VALIDATION', 'parameters.use_cache', 'parameters.use_cache must be true or false');
     }
+    const timeout = body.parameters?.timeout_ms;
+    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout > 0))) {
+      throw invalid(
+        'ERR_VALIDATION',
+        'parameters.timeout_ms',
+        'parameters.timeout_ms must be a positive number',
+      );
+    }
     const { outputs, tiers } = await inference.run(entry, tensors, rows, {
       useCache: useCache !== false,
       outputs: outputNames,
+      deadline: ctx.deadline(c, started, timeout),
     });
     metrics.rows(entry.name, entry.version, rows);
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
