@@ -15,23 +15,28 @@ export const DOCS_FILES = [
   'favicon-32x32.png',
 ] as const;
 
-// Relative URLs, so the pages also work behind a proxy that mounts the server under a path prefix.
-const SWAGGER_PAGE = `<!doctype html>
+/** A documentation page. Relative URLs, so it also works behind a proxy that mounts the server under a prefix. */
+const page = (head: string, body: string) => `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>onnx-serve API</title>
 <link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
-<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+${head}
 </head>
 <body>
-<div id="swagger-ui"></div>
-<script src="docs/assets/swagger-ui-bundle.js"></script>
-<script src="docs/assets/swagger-init.js"></script>
+${body}
 </body>
 </html>
 `;
+
+const SWAGGER_PAGE = page(
+  '<link rel="stylesheet" href="docs/assets/swagger-ui.css">',
+  `<div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/assets/swagger-init.js"></script>`,
+);
 
 const SWAGGER_INIT = `window.ui = SwaggerUIBundle({
   url: new URL('openapi.json', document.baseURI).href,
@@ -40,23 +45,13 @@ const SWAGGER_INIT = `window.ui = SwaggerUIBundle({
 });
 `;
 
-const REDOC_PAGE = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>onnx-serve API</title>
-<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
-<!-- Redoc 2.5.4 always loads its "API docs by Redocly" logo from a CDN: images come from this server only. -->
+const REDOC_PAGE = page(
+  `<!-- Redoc 2.5.4 always loads its "API docs by Redocly" logo from a CDN: images come from this server only. -->
 <meta http-equiv="Content-Security-Policy" content="img-src 'self' data: blob:">
-<style>body { margin: 0; padding: 0; }</style>
-</head>
-<body>
-<redoc spec-url="openapi.json"></redoc>
-<script src="docs/assets/redoc.standalone.js"></script>
-</body>
-</html>
-`;
+<style>body { margin: 0; padding: 0; }</style>`,
+  `<redoc spec-url="openapi.json"></redoc>
+<script src="docs/assets/redoc.standalone.js"></script>`,
+);
 
 const html = (description: string) => ({
   description,
