@@ -39,7 +39,15 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
   if (!Number.isInteger(options.size) || options.size < 1)
     throw new Error('options.size must be a positive integer');
   let pool: Piscina<WorkerTask, DescribeResult | RunReply> | undefined;
+  const runTimeoutMs = options.runTimeoutMs ?? 60_000;
   const busy = createBusyMeter(UTILIZATION_WINDOW_MS);
+  // One watchdog for every run, rather than a timer per batch (AbortSignal.timeout per batch cost
+  // measurable CPU per request): runs past the limit are aborted, and Piscina ends their worker.
+  const watchdog = setInterval(
+    () => busy.abortOlderThan(runTimeoutMs),
+    Math.min(1000, Math.max(10, runTimeoutMs / 4)),
+  );
+  watchdog.unref();
 
   return {
     name: 'onnxruntime-node (piscina pool)',
@@ -116,7 +124,8 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
           },
         );
       }
-      const task = busy.dispatched();
+      const abort = new AbortController();
+      const task = busy.dispatched(abort);
       try {
         // A run that never ends would hold its worker and its batcher slot for ever: past the limit
         // Piscina ends the worker (a new one replaces it) and this batch fails.
@@ -125,14 +134,14 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
             { op: 'run', modelId, inputs },
             {
               transferList: transferListOf(inputs),
-              signal: AbortSignal.timeout(options.runTimeoutMs ?? 60_000),
+              signal: abort.signal,
             },
           )
           .catch((err: unknown) => {
-            if ((err as Error)?.name === 'AbortError' || (err as Error)?.name === 'TimeoutError') {
+            if (abort.signal.aborted) {
               throw new ServeError(
                 'ERR_INFERENCE',
-                `model ${modelId}: the batch ran past ${options.runTimeoutMs ?? 60_000} ms; its worker was replaced`,
+                `model ${modelId}: the batch ran past ${runTimeoutMs} ms; its worker was replaced`,
                 { cause: err },
               );
             }
@@ -156,6 +165,7 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
     },
 
     async close() {
+      clearInterval(watchdog);
       const p = pool;
       pool = undefined;
       await p?.close();
@@ -175,15 +185,19 @@ function createBusyMeter(windowMs: number) {
   const totals = new Map<number, number>();
   /** Runs that ended within the window: [start, end] in epoch ms. */
   let recent: [number, number][] = [];
-  /** Runs dispatched and not yet answered: when each was dispatched. */
-  const running = new Map<number, number>();
+  /** Runs dispatched and not yet answered: when each was dispatched, and how to abort it. */
+  const running = new Map<number, { since: number; abort: AbortController }>();
   let next = 0;
   const epochNow = () => performance.timeOrigin + performance.now();
   return {
-    dispatched(): number {
+    dispatched(abort: AbortController): number {
       const id = next++;
-      running.set(id, epochNow());
+      running.set(id, { since: epochNow(), abort });
       return id;
+    },
+    abortOlderThan(ms: number) {
+      const limit = epochNow() - ms;
+      for (const run of running.values()) if (run.since < limit) run.abort.abort();
     },
     settled(id: number) {
       running.delete(id);
@@ -194,6 +208,11 @@ function createBusyMeter(windowMs: number) {
     ran(threadId: number, startedAt: number, busyMs: number) {
       totals.set(threadId, (totals.get(threadId) ?? 0) + busyMs);
       recent.push([startedAt, startedAt + busyMs]);
+      // Kept bounded without a scrape: drop what has left the window now and then.
+      if (recent.length > 4096) {
+        const from = epochNow() - windowMs;
+        recent = recent.filter(([, end]) => end > from);
+      }
     },
     totals(): Record<string, number> {
       return Object.fromEntries([...totals].map(([t, ms]) => [String(t), ms / 1000]));
@@ -205,7 +224,10 @@ function createBusyMeter(windowMs: number) {
       let ms = 0;
       for (const [start, end] of recent) ms += end - Math.max(start, from);
       // Runs in progress: at most one per thread is actually running; the rest wait in the queue.
-      const inProgress = [...running.values()].sort((a, b) => a - b).slice(0, threads);
+      const inProgress = [...running.values()]
+        .map((r) => r.since)
+        .sort((a, b) => a - b)
+        .slice(0, threads);
       for (const since of inProgress) ms += now - Math.max(since, from);
       return Math.min(1, ms / (windowMs * threads));
     },
