@@ -82,18 +82,18 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', operationRoutes(ctx, getDocument));
 
   /** Every path the app serves, with its methods: a known path asked with another method gets 405. */
-  const methods = new Map<RegExp, string[]>();
+  const paths = new Map<string, { re: RegExp; methods: string[] }>();
   for (const r of app.routes) {
     if (r.method === 'ALL') continue;
     const literal = r.path.split(/:\w+/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-    const re = new RegExp(`^${literal.join('[^/]+')}$`);
-    const key = [...methods.keys()].find((k) => k.source === re.source) ?? re;
-    const more = r.method === 'GET' ? ['GET', 'HEAD'] : [r.method];
-    methods.set(key, [...(methods.get(key) ?? []), ...more]);
+    const source = `^${literal.join('[^/]+')}$`;
+    const path = paths.get(source) ?? { re: new RegExp(source), methods: [] };
+    path.methods.push(...(r.method === 'GET' ? ['GET', 'HEAD'] : [r.method]));
+    paths.set(source, path);
   }
 
   app.notFound((c) => {
-    const allowed = [...methods].find(([re]) => re.test(c.req.path))?.[1];
+    const allowed = [...paths.values()].find((p) => p.re.test(c.req.path))?.methods;
     const code: ErrorCode = allowed ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND';
     c.set('errorCode' as never, code as never);
     metrics.error(code);

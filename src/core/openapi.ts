@@ -1,6 +1,6 @@
 /**
  * Routes are declared once, as OpenAPI operations, and registered from that declaration: the document lists
- * exactly the routes the app serves (test/openapi.test.ts checks both ways), with every status each answers.
+ * exactly the routes the app serves (test/conformance.test.ts checks both ways), with every status each answers.
  */
 import type { OpenAPIHono, RouteConfig } from '@hono/zod-openapi';
 import type { Context } from 'hono';
@@ -30,28 +30,24 @@ const WHY: Record<number, string> = {
 
 type ErrorStatus = keyof typeof WHY;
 
+/** Error responses whose body is `schema`, each described by why it is answered (or by `description`). */
+const errorsWith =
+  (schema: typeof S.ErrorResponse | typeof S.V2Error) =>
+  (...statuses: ErrorStatus[]) =>
+    Object.fromEntries(
+      statuses.map((s) => [s, { description: WHY[s]!, content: { 'application/json': { schema } } }]),
+    );
+
 /** Error responses with the server's error body (`{"error": {code, message, field}}`). */
-export const errorResponses = (...statuses: ErrorStatus[]) =>
-  Object.fromEntries(
-    statuses.map((s) => [
-      s,
-      { description: WHY[s]!, content: { 'application/json': { schema: S.ErrorResponse } } },
-    ]),
-  );
+export const errorResponses = errorsWith(S.ErrorResponse);
+
+/** The same for Open Inference Protocol routes, whose error body is `{"error": "message"}`. */
+export const v2ErrorResponses = errorsWith(S.V2Error);
 
 /** One error response with its own description. */
 export const errorResponse = (status: ErrorStatus, description: string) => ({
-  [status]: { description, content: { 'application/json': { schema: S.ErrorResponse } } },
+  [status]: { ...errorResponses(status)[status], description },
 });
-
-/** The same for Open Inference Protocol routes, whose error body is `{"error": "message"}`. */
-export const v2ErrorResponses = (...statuses: ErrorStatus[]) =>
-  Object.fromEntries(
-    statuses.map((s) => [
-      s,
-      { description: WHY[s]!, content: { 'application/json': { schema: S.V2Error } } },
-    ]),
-  );
 
 /** Every status a prediction route can answer besides 200. */
 export const PREDICTION_ERRORS = [400, 404, 413, 415, 422, 500, 503, 504] as const;

@@ -11,7 +11,7 @@ import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
 import { createPredictor } from '../core/predictor.js';
 import { createRegistry, describeModel, type ModelEntry, type ModelRegistry } from '../core/registry.js';
-import { createAuditLog } from './audit/audit-log.js';
+import { type AuditLog, createAuditLog } from './audit/audit-log.js';
 import { createDeadLetter } from './audit/dead-letter.js';
 import { createPgStore } from './audit/pg-store.js';
 import { createPgliteStore } from './audit/pglite-store.js';
@@ -22,7 +22,7 @@ import { log } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
-import { createRedisTier } from './redis-tier.js';
+import { createRedisTier, type RedisTier } from './redis-tier.js';
 
 export interface RunningServer {
   url: string;
@@ -35,9 +35,6 @@ export interface RunningServer {
   /** Stop accepting, finish in-flight requests, close the pool, flush the audit log. */
   close(): Promise<void>;
 }
-
-type AuditLog = ReturnType<typeof createAuditLog>;
-type RedisTier = ReturnType<typeof createRedisTier>;
 
 const VERSION = '0.1.0';
 /** How long idle keep-alive connections stay open during shutdown for a request already on its way. */
