@@ -109,17 +109,21 @@ export function createInference(
         return { outputs: await predictor.infer(entry, inputs, rows, opts.deadline), tiers: undefined };
       }
       // One keyer per model and set of outputs (sorted, without repeats): a client's ordering or repeats of
-      // output names must not grow this map.
-      const outputSet = [...new Set(opts.outputs)].sort();
-      const keyerId = `${entry.id}\0${outputSet.join(',')}`;
-      let keyer = keyers.get(keyerId);
+      // output names must not grow this map. The outputs usually arrive in that form already (/predict's
+      // always do), so the set is only built when the plain lookup misses.
+      let keyer = keyers.get(`${entry.id}\0${opts.outputs.join(',')}`);
       if (!keyer) {
-        keyer = createKeyer(
-          entry,
-          entry.signature.inputs.map((i) => i.name),
-          outputSet,
-        );
-        keyers.set(keyerId, keyer);
+        const outputSet = [...new Set(opts.outputs)].sort();
+        const keyerId = `${entry.id}\0${outputSet.join(',')}`;
+        keyer = keyers.get(keyerId);
+        if (!keyer) {
+          keyer = createKeyer(
+            entry,
+            entry.signature.inputs.map((i) => i.name),
+            outputSet,
+          );
+          keyers.set(keyerId, keyer);
+        }
       }
       const keys = keyer(inputs, rows);
       const results = cache.local(keys);
