@@ -6,14 +6,21 @@ FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 # No install scripts: the server needs none (onnxruntime-node ships its CPU binaries in the package, and
-# its CUDA download is skipped), and `prepare` would build before the sources are here. `npm install` with
-# the lock installs the locked versions; `npm ci` refuses a lock that lacks other platforms' optional
-# Biome binaries, which a registry mirror without them (as on our build machines) cannot record.
-RUN npm install --ignore-scripts --no-audit --no-fund
+# its CUDA download is skipped), and `prepare` would build before the sources are here.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY workers ./workers
 RUN npm run build && npm prune --omit=dev --ignore-scripts
+# onnxruntime-node ships every platform's binaries (288 MB of the 357 MB pruned node_modules): keep only
+# linux on this stage's architecture (the image's: x64 or arm64). Source maps are never read at run time.
+RUN arch="$(node -p process.arch)" && \
+    for d in node_modules/onnxruntime-node/bin/napi-v*/*/*; do \
+      case "$d" in */linux/"$arch") ;; *) rm -rf "$d" ;; esac; \
+    done && \
+    find node_modules/onnxruntime-node/bin -type d -empty -delete && \
+    ls node_modules/onnxruntime-node/bin/napi-v*/linux/"$arch"/onnxruntime_binding.node && \
+    find node_modules -name '*.map' -type f -delete
 
 FROM node:24-bookworm-slim
 WORKDIR /app

@@ -1,8 +1,17 @@
 /** Dockerfile, compose, Kubernetes and monitoring files agree with the code they deploy and observe. */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import onnxProto, { type onnx as OnnxTypes } from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -107,6 +116,20 @@ describe('Dockerfile', () => {
         (d) => !runtimeNeeds.has(d),
       );
       expect(devDeps.filter((d) => existsSync(join(runtime.dir, 'node_modules', d)))).toEqual([]);
+      // Only this platform's native binaries (onnxruntime-node ships every platform's: 288 MB of them).
+      const natives = (readdirSync(join(runtime.dir, 'node_modules'), { recursive: true }) as string[])
+        .filter((f) => /\.(node|dylib|dll|exe)$|\.so(\.\d+)*$/.test(f))
+        .map((f) => f.split(sep).join('/'));
+      const ort = `onnxruntime-node/bin/napi-v6/linux/${process.arch}/`;
+      expect(natives).toContain(`${ort}onnxruntime_binding.node`);
+      expect(natives.filter((f) => /darwin|win32|\.(dylib|dll|exe)$/.test(f))).toEqual([]);
+      expect(natives.filter((f) => f.startsWith('onnxruntime-node/') && !f.startsWith(ort))).toEqual([]);
+      // And within budget: 357 MB before the platforms were cut.
+      const kib = Number(
+        execFileSync('du', ['-sk', 'node_modules'], { cwd: runtime.dir, encoding: 'utf8' }).split('\t')[0],
+      );
+      console.log(`image node_modules: ${(kib / 1024).toFixed(1)} MiB (du -sk)`);
+      expect(kib).toBeLessThanOrEqual(120 * 1024);
 
       const child = spawn(process.execPath, ['dist/src/node/main.js'], {
         cwd: runtime.dir,
@@ -114,7 +137,9 @@ describe('Dockerfile', () => {
           PATH: process.env.PATH,
           PORT: '0',
           HOST: '127.0.0.1',
-          AUDIT: 'off',
+          // The default audit store, PGlite (WASM and data files under node_modules), writes here.
+          AUDIT_DIR: join(runtime.dir, 'audit'),
+          AUDIT_FLUSH_MS: '50',
           POOL_SIZE: '1',
           NODE_ENV: 'production',
         },
@@ -135,8 +160,17 @@ describe('Dockerfile', () => {
         for (const asset of ['swagger-ui-bundle.js', 'redoc.standalone.js']) {
           expect((await fetch(`${url}/docs/assets/${asset}`)).status, asset).toBe(200);
         }
+        const written = async () => {
+          const text = await (await fetch(`${url}/metrics`)).text();
+          return Number(/^onnxserve_audit_rows_written_total(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1] ?? 0);
+        };
+        await expect.poll(written, { timeout: 30_000, interval: 200 }).toBeGreaterThanOrEqual(1);
       } finally {
+        // Let it drain and close PGlite before its folder is removed.
+        const exited = new Promise((resolve) => child.once('exit', resolve));
         child.kill('SIGTERM');
+        if (child.exitCode === null && child.signalCode === null)
+          await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
       }
     } finally {
       for (const s of stages) rmSync(s.dir, { recursive: true, force: true });
@@ -161,6 +195,29 @@ describe('docker-compose.yml', () => {
     for (const k of Object.keys(env)) expect(CONFIG_VARIABLES, k).toContain(k);
     expect(compose.services.api.ports).toContain(`${env.PORT}:${env.PORT}`);
     expect(() => loadConfig(env)).not.toThrow();
+  });
+  it('publishes no Redis or Postgres port on the host; its documented override publishes them on loopback', () => {
+    // A host's own Redis or Postgres already holds 6379 and 5432: the api reaches these on the network.
+    expect(compose.services.redis.ports).toBeUndefined();
+    expect(compose.services.postgres.ports).toBeUndefined();
+    // The override its header comments show is valid compose YAML publishing the ports the api uses.
+    const comment = read('docker-compose.yml')
+      .split('\n')
+      .filter((l) => l.startsWith('#   '))
+      .map((l) => l.slice(1))
+      .join('\n');
+    const override = parse(comment);
+    expect(Object.keys(override.services).sort()).toEqual(['postgres', 'redis']);
+    const env = compose.services.api.environment as Record<string, string>;
+    for (const [svc, url] of [
+      ['redis', env.REDIS_URL!],
+      ['postgres', env.DATABASE_URL!],
+    ] as const) {
+      const ports = override.services[svc].ports as string[];
+      expect(ports.length, svc).toBe(1);
+      expect(ports[0]!.startsWith('127.0.0.1:'), ports[0]).toBe(true);
+      expect(ports[0]!.split(':').at(-1)).toBe(new URL(url).port);
+    }
   });
   it('mounts files that exist (or named volumes it declares), and Prometheus scrapes the api on its port', () => {
     for (const svc of Object.values(compose.services) as { volumes?: string[] }[]) {
