@@ -104,10 +104,10 @@ export async function createProxy(targetPort: number, targetHost = '127.0.0.1') 
 }
 
 /** A redis-server of the test's own on a spare port, which the test may kill and restart. */
-export async function startRedisServer(port: number) {
+export async function startRedisServer(port: number, extraArgs: string[] = []) {
   const proc = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
     { stdio: 'ignore' },
   );
   const client = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });

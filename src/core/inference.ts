@@ -60,6 +60,39 @@ function toCachedRows(outputs: Record<string, Tensor>, names: readonly string[],
   return result;
 }
 
+/** Per output asked for: values per row where the signature fixes it, and whether they must be integers. */
+function expectedRows(entry: ModelEntry, names: readonly string[]) {
+  return names.map((name) => {
+    const info = entry.signature.outputs.find((o) => o.name === name);
+    const inner = info?.shape.slice(1) ?? [];
+    return {
+      length: inner.every((d) => typeof d === 'number')
+        ? (inner as number[]).reduce((x, y) => x * y, 1)
+        : undefined,
+      integer: info?.type !== 'float32' && info?.type !== 'float64',
+    };
+  });
+}
+
+/** A cached row read from a shared tier holds every output asked for, as numbers of the right count and kind. */
+function rowFits(
+  row: unknown,
+  names: readonly string[],
+  expected: ReturnType<typeof expectedRows>,
+): row is CachedRow {
+  if (row === null || typeof row !== 'object') return false;
+  for (let n = 0; n < names.length; n++) {
+    const values = (row as Record<string, unknown>)[names[n]!];
+    if (!Array.isArray(values) || values.length === 0) return false;
+    const { length, integer } = expected[n]!;
+    if (length !== undefined && values.length !== length) return false;
+    for (const v of values) {
+      if (typeof v !== 'number' || !(integer ? Number.isSafeInteger(v) : Number.isFinite(v))) return false;
+    }
+  }
+  return true;
+}
+
 function fromCachedRows(
   entry: ModelEntry,
   names: readonly string[],
@@ -151,9 +184,12 @@ export function createInference(
       const runDeferreds: Deferred[] = [];
       try {
         const remote = await cache.remote(claimed.map((i) => keys[i]!));
+        const expected = expectedRows(entry, opts.outputs);
         claimed.forEach((i, j) => {
           const row = remote[j];
-          if (row) {
+          // A shared tier's value is checked before use: another version of this server, a bug or a person
+          // may have written anything there. A row that does not fit is a miss, and the model runs.
+          if (row && rowFits(row, opts.outputs, expected)) {
             results[i] = row;
             tiers[i] = 'l2';
             own[j]!.resolve(row);

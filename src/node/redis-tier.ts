@@ -1,14 +1,7 @@
-import {
-  CircuitState,
-  ConsecutiveBreaker,
-  circuitBreaker,
-  handleAll,
-  TimeoutStrategy,
-  timeout,
-  wrap,
-} from 'cockatiel';
+import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleAll } from 'cockatiel';
 import { Redis } from 'ioredis';
 import type { CachedRow, CacheTier } from '../core/cache.js';
+import { log } from './log.js';
 
 export interface RedisTierOptions {
   url: string;
@@ -50,20 +43,32 @@ export function createRedisTier(opts: RedisTierOptions) {
     lua: "local ttl = ARGV[#ARGV] for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'EX', ttl) end return #KEYS",
   });
   let lastError = '';
+  let everReady = false;
+  const where = redactedUrl(opts.url);
   client.on('error', (err) => {
+    const first = lastError === '' && !everReady;
     lastError = String(err?.message ?? err);
+    // Configured but unreachable from the start: say so once (serving goes on without the shared tier).
+    if (first)
+      log('warn', 'redis unreachable at start: serving without the shared cache until it answers', {
+        redis: where,
+        error: lastError,
+      });
+  });
+  client.on('ready', () => {
+    if (!everReady && lastError !== '') log('info', 'redis connected', { redis: where });
+    everReady = true;
   });
 
   const breaker = circuitBreaker(handleAll, {
     halfOpenAfter: opts.probeMs,
     breaker: new ConsecutiveBreaker(opts.breakAfter),
   });
-  const policy = wrap(breaker, timeout(opts.timeoutMs, TimeoutStrategy.Aggressive));
 
   const call = async <T>(op: 'mget' | 'set' | 'ping', fn: () => Promise<T>): Promise<T> => {
     const started = performance.now();
     try {
-      const result = await policy.execute(fn);
+      const result = await breaker.execute(() => withinTimeout(fn(), opts.timeoutMs));
       opts.observer?.call(op, (performance.now() - started) / 1000, true);
       return result;
     } catch (err) {
@@ -75,6 +80,10 @@ export function createRedisTier(opts: RedisTierOptions) {
   // While the circuit is open, probe in the background so that no request is the one that waits.
   let probe: NodeJS.Timeout | undefined;
   breaker.onStateChange((state) => {
+    if (state === CircuitState.Open)
+      log('warn', 'redis circuit open: lookups skip the shared cache', { redis: where, error: lastError });
+    if (state === CircuitState.Closed)
+      log('info', 'redis circuit closed: shared cache back', { redis: where });
     if (state === CircuitState.Open && !probe) {
       probe = setInterval(() => {
         call('ping', () => client.ping()).catch(() => {});
@@ -143,9 +152,17 @@ export function createRedisTier(opts: RedisTierOptions) {
 
   return Object.assign(tier, {
     client,
-    /** Connected, and the circuit lets requests through. */
-    connected: () => client.status === 'ready' && breaker.state !== CircuitState.Open,
-    circuit: () => CircuitState[breaker.state].toLowerCase(),
+    /** Connected, and the circuit closed: requests use the tier (not while half-open: only a probe may). */
+    connected: () => client.status === 'ready' && breaker.state === CircuitState.Closed,
+    /** The breaker's state as operators name it: closed, open, half-open (or isolated). */
+    circuit: () => CIRCUIT_NAMES[breaker.state],
+    /** Why the tier is not in use, for /health. */
+    status(): string {
+      if (client.status === 'ready' && breaker.state === CircuitState.Closed) return 'connected';
+      if (breaker.state !== CircuitState.Closed)
+        return `unavailable (circuit ${CIRCUIT_NAMES[breaker.state]})`;
+      return `unavailable (${client.status}${lastError ? `: ${lastError}` : ''})`;
+    },
     lastError: () => lastError,
     async close() {
       if (probe) clearInterval(probe);
@@ -155,6 +172,63 @@ export function createRedisTier(opts: RedisTierOptions) {
 }
 
 export type RedisTier = ReturnType<typeof createRedisTier>;
+
+const CIRCUIT_NAMES: Record<CircuitState, string> = {
+  [CircuitState.Closed]: 'closed',
+  [CircuitState.Open]: 'open',
+  [CircuitState.HalfOpen]: 'half-open',
+  [CircuitState.Isolated]: 'isolated',
+};
+
+class RedisTimeout extends Error {
+  constructor(ms: number) {
+    super(`redis did not answer within ${ms} ms`);
+  }
+}
+
+/**
+ * A timeout that counts Redis's time, not this thread's: when the timer fires, a reply that arrived while the
+ * event loop was busy elsewhere (a large request's parse, a GC pause) is still unread in the socket. Waiting
+ * one more poll phase (setImmediate runs after it) reads it, so a stalled loop is not blamed on Redis and
+ * does not open the circuit.
+ */
+function withinTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      setImmediate(() => {
+        if (settled) return;
+        settled = true;
+        reject(new RedisTimeout(ms));
+      });
+    }, ms);
+    work.then(
+      (v) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** The URL without its password, for logs. */
+function redactedUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'redis (unparseable URL)';
+  }
+}
 
 function decode(value: string | null | undefined): CachedRow | undefined {
   if (value == null) return undefined;

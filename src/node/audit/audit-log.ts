@@ -73,17 +73,25 @@ export function createAuditLog(opts: AuditLogOptions) {
   };
 
   const down = (err: unknown, rows: number) => {
-    if (dbUp)
-      log?.('warn', 'audit store unavailable: spooling', { error: String((err as Error)?.message ?? err) });
+    const error = String((err as Error)?.message ?? err);
+    if (dbUp) log?.('warn', 'audit store unavailable: spooling', { store: store.kind, error });
+    // A store configured but unreachable from the start is said once, not found only in /health.
+    else if (starting)
+      log?.('warn', 'audit store unreachable at start: spooling until it answers', {
+        store: store.kind,
+        error,
+      });
     dbUp = false;
-    lastError = String((err as Error)?.message ?? err);
+    lastError = error;
     observer?.failed(rows);
   };
 
   /** Connect (or reconnect) and create the schema if the store was down, then replay the spool. */
+  let lastAttempt = 0;
   const recover = () => {
     // The reset must run after the assignment, even when the body finishes at once: hence .finally.
     recovering ??= (async () => {
+      lastAttempt = performance.now();
       try {
         if (!dbUp) await store.init();
         const replayed = await spool.replay((lines) => write(lines));
@@ -130,8 +138,9 @@ export function createAuditLog(opts: AuditLogOptions) {
 
   const ticker = setInterval(
     () => {
-      // Down: try again. Up with a spool (records spooled while a replay ran): replay them too.
-      if (!closed && (!dbUp || spool.rows > 0)) void recover();
+      // Down: try again every AUDIT_RETRY_MS. Up with a spool (records spooled while a replay ran): replay.
+      const retryDue = performance.now() - lastAttempt >= opts.retryMs;
+      if (!closed && ((!dbUp && retryDue) || (dbUp && spool.rows > 0))) void recover();
       void flush().catch((err) => log?.('error', 'audit flush failed', { error: String(err) }));
     },
     Math.min(opts.flushMs, opts.retryMs),
