@@ -5,7 +5,6 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
-  type AuditRecord,
   createApp,
   createMemoryTier,
   createPredictor,
@@ -15,7 +14,7 @@ import {
   type ModelMetadata,
   noopMetrics,
 } from '../../src/core/index.js';
-import { consumeAuditBatch } from './audit-consumer.js';
+import { type AuditMessageBody, consumeAuditBatch } from './audit-consumer.js';
 import { createQueueAuditSink } from './audit-queue.js';
 import { createCacheApiTier } from './cache-api-tier.js';
 import { BUNDLED } from './models.js';
@@ -24,7 +23,10 @@ import { createOrtWebBackend } from './ort-web-backend.js';
 export interface Env {
   /** Models too large to bundle: `models/<name>/<version>/model.onnx` (and `model.json`) in this bucket. */
   MODELS?: R2Bucket;
-  AUDIT_QUEUE?: Queue<AuditRecord>;
+  /** Audit records as JSON text, or pointers to records kept in AUDIT_SPILL (edge/src/audit-queue.ts). */
+  AUDIT_QUEUE?: Queue<string>;
+  /** Audit records too large for a queue message, until the consumer has written them. */
+  AUDIT_SPILL?: R2Bucket;
   /** Postgres for the audit queue's consumer. */
   HYPERDRIVE?: Hyperdrive;
   DEFAULT_MODEL?: string;
@@ -91,7 +93,7 @@ export async function buildState(env: Env) {
     createMemoryTier({ maxEntries: 20_000, maxBytes: 16 * 1024 * 1024, ttlMs: ttlSeconds * 1000 }),
     l2,
   );
-  const audit = createQueueAuditSink(env.AUDIT_QUEUE);
+  const audit = createQueueAuditSink(env.AUDIT_QUEUE, { spill: env.AUDIT_SPILL });
   const app = createApp(
     {
       registry,
@@ -105,6 +107,8 @@ export async function buildState(env: Env) {
         redis_connected: false,
         database_connected: Boolean(env.AUDIT_QUEUE),
         audit_pending: audit.pending(),
+        audit_spilled: audit.stats().spilled,
+        audit_dropped: audit.stats().dropped,
       }),
     },
     { maxBodyBytes: 4 * 1024 * 1024, maxRowsPerRequest: 10_000, serverVersion: '0.1.0', singleFlight: false },
@@ -130,6 +134,6 @@ export default {
     return response;
   },
   async queue(batch, env, _ctx) {
-    await consumeAuditBatch(batch as MessageBatch<AuditRecord>, env.HYPERDRIVE?.connectionString);
+    await consumeAuditBatch(batch, env.HYPERDRIVE?.connectionString, env.AUDIT_SPILL);
   },
-} satisfies ExportedHandler<Env, AuditRecord>;
+} satisfies ExportedHandler<Env, AuditMessageBody>;
