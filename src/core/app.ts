@@ -31,6 +31,9 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
   });
 
+  // Refusals happen here, on the headers alone, before any route reads a body.
+  if (deps.admission) app.use('*', deps.admission.middleware);
+
   app.onError((err, c) => {
     let e: ServeError;
     if (err instanceof ServeError) {

@@ -17,6 +17,8 @@ export const ERROR_STATUS = {
   ERR_INPUT_SHAPE: 422,
   ERR_OUTPUT_UNKNOWN: 422,
   ERR_QUEUE_FULL: 503,
+  /** Too many requests in progress (or large ones waiting): refused before the body is read. */
+  ERR_OVERLOADED: 503,
   ERR_DEADLINE_EXCEEDED: 504,
   ERR_NOT_READY: 503,
   ERR_SHUTTING_DOWN: 503,

@@ -55,7 +55,11 @@ async function readLimited(
  * A body reader for JSON POSTs: Content-Type, then size (declared or streamed), then JSON, then the route's
  * schema — the same zod object its OpenAPI operation publishes.
  */
-export function createJsonReader(maxBodyBytes: number) {
+export function createJsonReader(
+  maxBodyBytes: number,
+  /** Awaited before a large body's costly steps; by default, one turn of the event loop. */
+  giveWay: () => Promise<void> = yieldTurn,
+) {
   const tooLarge = () =>
     new ServeError('ERR_BODY_TOO_LARGE', `body is over ${maxBodyBytes} bytes`, { field: 'body' });
 
@@ -84,6 +88,10 @@ export function createJsonReader(maxBodyBytes: number) {
         cause: err,
       });
     }
+    // A large body's parse holds the event loop for tens of ms: let other requests' waiting callbacks run
+    // first, and again before the schema walks the result, so small requests are not held behind both.
+    const large = text.length >= YIELD_ABOVE_CHARS;
+    if (large) await giveWay();
     let raw: unknown;
     try {
       raw = JSON.parse(text);
@@ -92,10 +100,20 @@ export function createJsonReader(maxBodyBytes: number) {
         field: 'body',
       });
     }
+    if (large) await giveWay();
     const parsed = schema.safeParse(raw);
     if (!parsed.success) throw validationError(parsed.error);
     return parsed.data;
   };
 }
+
+/** Bodies at least this long give way to other requests between their expensive steps. */
+const YIELD_ABOVE_CHARS = 64 * 1024;
+
+/** Resolve after the I/O callbacks already waiting have run (setImmediate where there is one). */
+export const yieldTurn: () => Promise<void> =
+  typeof globalThis.setImmediate === 'function'
+    ? () => new Promise((resolve) => setImmediate(resolve))
+    : () => new Promise((resolve) => setTimeout(resolve, 0));
 
 export type JsonReader = ReturnType<typeof createJsonReader>;

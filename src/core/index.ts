@@ -1,4 +1,10 @@
 /** The runtime-neutral core's public API: what entry points (src/node, edge/) and tools build on. */
+export {
+  type Admission,
+  type AdmissionOptions,
+  type AdmissionStats,
+  createAdmission,
+} from './admission.js';
 export { type AppConfig, type AppDeps, createApp } from './app.js';
 export { type AuditRecord, type AuditSink, cacheSummary, toAuditJson } from './audit.js';
 export { AUDIT_TABLE, type AuditStore, INSERT_SQL, SCHEMA_SQL } from './audit-sql.js';
@@ -8,6 +14,7 @@ export type {
   InferenceBackend,
   ModelSignature,
   ModelSource,
+  RunOptions,
   TensorInfo,
 } from './backend.js';
 export type { BatcherOptions, BatchReport } from './batcher.js';

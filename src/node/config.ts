@@ -50,6 +50,11 @@ const EnvSchema = z.object({
   HTTP_REQUEST_TIMEOUT_MS: int(100).default(30_000),
   HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100).default(5_000),
   HTTP_MAX_CONNECTIONS: int(1).default(10_000),
+  MAX_INFLIGHT_REQUESTS: int(1).default(1024),
+  HEAVY_BODY_BYTES: int(1024).default(256 * 1024),
+  HEAVY_MAX_CONCURRENT: int(1).default(1),
+  HEAVY_MAX_WAITING: int(0).default(64),
+  HEAVY_YIELD_MS: int(0).max(1000).default(20),
 });
 
 export interface ServerConfig {
@@ -67,6 +72,14 @@ export interface ServerConfig {
   maxBodyBytes: number;
   maxRowsPerRequest: number;
   shutdownTimeoutMs: number;
+  /** Refusals decided on the headers alone: in-flight bound, and a line for large bodies. */
+  admission: {
+    maxInFlight: number;
+    heavyBodyBytes: number;
+    heavyConcurrency: number;
+    heavyMaxWaiting: number;
+    heavyYieldMs: number;
+  };
   /** `/predict`'s `probability`: the positive (or predicted) class's, or every class's as seed 003 reads it. */
   probability: 'positive' | 'list';
   /** Limits that keep slow or idle clients from holding the server (slowloris). */
@@ -139,6 +152,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxRowsPerRequest: maxRows,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    admission: {
+      maxInFlight: e.MAX_INFLIGHT_REQUESTS,
+      heavyBodyBytes: e.HEAVY_BODY_BYTES,
+      heavyConcurrency: e.HEAVY_MAX_CONCURRENT,
+      heavyMaxWaiting: e.HEAVY_MAX_WAITING,
+      heavyYieldMs: e.HEAVY_YIELD_MS,
+    },
     probability: e.PREDICT_PROBABILITY,
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,

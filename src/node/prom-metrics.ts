@@ -4,6 +4,7 @@
  * are read from their components' getters at scrape time, each concern registered once with `watch`.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AdmissionStats } from '../core/admission.js';
 import type { BackendStats } from '../core/backend.js';
 import type { BatchReport } from '../core/batcher.js';
 import type { CacheObserver } from '../core/cache.js';
@@ -86,6 +87,21 @@ export const METRICS = {
     labels: ['model', 'version', 'sha256'],
   },
   queuedRows: { name: 'onnxserve_batcher_queued_rows', kind: 'gauge', help: 'Rows waiting in batchers' },
+  requestsInFlight: {
+    name: 'onnxserve_requests_in_flight',
+    kind: 'gauge',
+    help: 'Prediction requests between arrival and answer (bounded by MAX_INFLIGHT_REQUESTS)',
+  },
+  heavyActive: {
+    name: 'onnxserve_heavy_requests_active',
+    kind: 'gauge',
+    help: 'Large-body requests being read, run or answered (bounded by HEAVY_MAX_CONCURRENT)',
+  },
+  heavyWaiting: {
+    name: 'onnxserve_heavy_requests_waiting',
+    kind: 'gauge',
+    help: 'Large-body requests waiting for their turn, body unread (bounded by HEAVY_MAX_WAITING)',
+  },
   poolUtilization: {
     name: 'onnxserve_pool_utilization',
     kind: 'gauge',
@@ -181,6 +197,7 @@ export const METRIC = Object.fromEntries(Object.entries(METRICS).map(([k, s]) =>
 
 /** The levels read at scrape time, one getter per concern; each absent when that part is off. */
 export interface MetricSources {
+  admission?: () => AdmissionStats;
   pool?: () => BackendStats;
   queuedRows?: () => number;
   l1?: () => { entries: number; bytes: number };
@@ -277,6 +294,12 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
     registry,
     watch(s) {
       if (s.queuedRows) gauge('queuedRows', s.queuedRows);
+      if (s.admission) {
+        const admission = s.admission;
+        gauge('requestsInFlight', () => admission().inFlight);
+        gauge('heavyActive', () => admission().heavyActive);
+        gauge('heavyWaiting', () => admission().heavyWaiting);
+      }
       if (s.pool) {
         const pool = s.pool;
         gauge('poolUtilization', () => pool().utilization);

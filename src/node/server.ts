@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
+import { createAdmission } from '../core/admission.js';
 import { createApp } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
@@ -90,11 +91,7 @@ function healthOf(l1: MemoryTier | undefined, redis: RedisTier | undefined, audi
     cache: l1
       ? {
           l1_entries: l1.size,
-          l2: redis
-            ? redis.connected()
-              ? 'connected'
-              : `unavailable (circuit ${redis.circuit()})`
-            : 'not configured',
+          l2: redis ? redis.status() : 'not configured',
         }
       : 'off',
     ...(audit ? audit.status() : { database_connected: false, audit_store: 'off' }),
@@ -180,7 +177,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     batching: config.batching,
     onBatch: (entry, r) => metrics.batch(entry, r),
   });
+  const admission = createAdmission({ ...config.admission, maxWaitMs: config.requestTimeoutMs });
   metrics.watch({
+    admission: () => admission.stats(),
     pool: () => backend.stats(),
     queuedRows: () => predictor.queuedRows(),
     ...(l1 ? { l1: () => ({ entries: l1.size, bytes: l1.bytes }) } : {}),
@@ -209,6 +208,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       health: healthOf(l1, redis, audit),
       cache,
       audit,
+      admission,
       docsAsset: createDocsAssets(),
     },
     {

@@ -1,10 +1,11 @@
 /** What every route module receives from `createApp`: the dependencies, the settings, and shared helpers. */
 import type { Context } from 'hono';
+import type { Admission } from '../admission.js';
 import { type Answer, createAnswer } from '../answer.js';
 import type { AuditSink } from '../audit.js';
 import type { TieredCache } from '../cache.js';
 import { ServeError } from '../errors.js';
-import { createJsonReader, type JsonReader } from '../http.js';
+import { createJsonReader, type JsonReader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
 import type { AppMetrics } from '../metrics.js';
 import type { Predictor } from '../predictor.js';
@@ -27,6 +28,8 @@ export interface AppDeps {
   cache?: TieredCache;
   /** Where audit records go; absent = none. */
   audit?: AuditSink;
+  /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */
+  admission?: Admission;
   /**
    * The documentation pages' static files (Swagger UI, Redoc), by file name; absent = /docs and /redoc
    * answer 404. Node serves them from the installed packages, so the pages work with no internet.
@@ -58,6 +61,8 @@ export interface RouteContext {
   inference: Inference;
   readJson: JsonReader;
   answer: Answer;
+  /** Before a large request's costly step (building a big answer): small requests in progress go first. */
+  giveWay(): Promise<void>;
   /** Throws 503 ERR_NOT_READY until every model is loaded and warmed. */
   requireReady(): void;
   /** Readiness for load balancers: not before the models are ready, and not while draining. */
@@ -80,7 +85,8 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     deps,
     config,
     inference: createInference(deps.predictor, deps.cache, { singleFlight: config.singleFlight }),
-    readJson: createJsonReader(config.maxBodyBytes),
+    readJson: createJsonReader(config.maxBodyBytes, deps.admission?.giveWay),
+    giveWay: deps.admission?.giveWay ?? yieldTurn,
     answer: createAnswer(deps.audit),
     requireReady() {
       if (!deps.isReady()) throw notReady();
@@ -119,3 +125,6 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     },
   };
 }
+
+/** Answers of at least this many rows take ms to build and write: small requests in progress go first. */
+export const LARGE_ANSWER_ROWS = 1000;

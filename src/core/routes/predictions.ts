@@ -8,7 +8,7 @@ import { errorResponses, json, jsonBody, PREDICTION_ERRORS, register } from '../
 import { type RowPrediction, toRowPredictions } from '../prediction.js';
 import type { ModelEntry, TabularInput } from '../registry.js';
 import * as S from '../schemas.js';
-import type { RouteContext } from './context.js';
+import { LARGE_ANSWER_ROWS, type RouteContext } from './context.js';
 
 export const predictRoute = createRoute({
   method: 'post',
@@ -108,6 +108,7 @@ export function predictionRoutes(ctx: RouteContext) {
         deadline,
       );
       const rows = predictions.length;
+      if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
       const a = { route: '/predict', entry, requestId, input: features, rows, started, tiers };
       return answer(c, a, (latencyMs, cachedRows) => ({
         output: predictions,
@@ -180,6 +181,7 @@ export function predictionRoutes(ctx: RouteContext) {
     const deadline = ctx.deadline(c, started, body.timeout_ms);
     const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache, deadline);
     const rows = predictions.length;
+    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
     const a = { route: '/predict/batch', entry, requestId, input, rows, started, tiers };
     return answer(c, a, (latencyMs, cachedRows) => ({
       output: predictions,

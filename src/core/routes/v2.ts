@@ -7,7 +7,7 @@ import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
 import { decodeV2Inputs, encodeV2Output, selectV2Outputs } from '../v2.js';
-import { notReady, type RouteContext } from './context.js';
+import { LARGE_ANSWER_ROWS, notReady, type RouteContext } from './context.js';
 
 const tags = ['open inference protocol v2'];
 
@@ -88,6 +88,7 @@ export function v2Routes(ctx: RouteContext) {
       deadline: ctx.deadline(c, started, timeout),
     });
     metrics.rows(entry.name, entry.version, rows);
+    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
     const requestId = body.id ?? crypto.randomUUID();
     const a = { route: c.req.routePath, entry, requestId, input: body.inputs, rows, started, tiers };

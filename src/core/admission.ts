@@ -1,0 +1,150 @@
+/**
+ * Admission control for prediction requests, decided when the headers arrive, before a body is read or
+ * parsed: the work a refused request would cost (reading and parsing megabytes) is never paid.
+ *
+ * - Every prediction request counts against `maxInFlight` from arrival to answer; past it, 503
+ *   ERR_OVERLOADED at once with Retry-After, so the requests already accepted keep a bounded latency
+ *   instead of every request waiting behind an unbounded crowd.
+ * - Heavy requests (a declared body of `heavyBodyBytes` or more, or a body of unknown length) also take one
+ *   of `heavyConcurrency` places, waiting in line (at most `heavyMaxWaiting`) for one. Parsing a 3 MB body
+ *   and answering 10,000 rows hold the event loop for tens of ms each; a few of those at a time leave room
+ *   for small requests between them, where twenty at once starve them for seconds.
+ *
+ * Written here rather than taken from a semaphore library: it must refuse (not queue) past a bound, drop
+ * waiters at their deadline, and cost nothing measurable for the small requests that never wait.
+ */
+import type { MiddlewareHandler } from 'hono';
+import { ServeError } from './errors.js';
+import { yieldTurn } from './http.js';
+
+export interface AdmissionOptions {
+  /** Most prediction requests in progress at once; past it they are refused. */
+  maxInFlight: number;
+  /** A body of at least this many bytes (or of undeclared length) makes a request heavy. */
+  heavyBodyBytes: number;
+  /** Most heavy requests in progress at once. */
+  heavyConcurrency: number;
+  /** Most heavy requests waiting for a place; past it they are refused. */
+  heavyMaxWaiting: number;
+  /** Most ms a heavy request waits for a place (less if its X-Timeout-Ms asks); then 504. */
+  maxWaitMs: number;
+  /**
+   * Most ms a heavy request's next costly step (parsing, answering) waits while small requests are in
+   * progress. Small requests then meet at most the one step already running; heavy ones still progress.
+   * 0 = only let already-waiting callbacks run first.
+   */
+  heavyYieldMs: number;
+}
+
+export interface AdmissionStats {
+  inFlight: number;
+  heavyActive: number;
+  heavyWaiting: number;
+}
+
+interface Waiter {
+  admit: () => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+export const overloaded = (message: string) =>
+  new ServeError('ERR_OVERLOADED', message, { retryAfterSeconds: 1 });
+
+export type Admission = ReturnType<typeof createAdmission>;
+
+export function createAdmission(opts: AdmissionOptions) {
+  let inFlight = 0;
+  let heavyActive = 0;
+  const waiting: Waiter[] = [];
+  /** Small requests in progress, and heavy steps waiting for them to finish. */
+  let light = 0;
+  const givingWay = new Set<() => void>();
+  const lightDone = () => {
+    if (--light > 0 || givingWay.size === 0) return;
+    for (const resume of givingWay) resume();
+    givingWay.clear();
+  };
+
+  const releaseHeavy = () => {
+    const next = waiting.shift();
+    if (next) {
+      // The place passes straight to the next in line.
+      clearTimeout(next.timer);
+      next.admit();
+    } else heavyActive--;
+  };
+
+  const waitForPlace = (ms: number) =>
+    new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { admit: resolve, timer: undefined };
+      waiter.timer = setTimeout(() => {
+        const i = waiting.indexOf(waiter);
+        if (i >= 0) waiting.splice(i, 1);
+        reject(
+          new ServeError(
+            'ERR_DEADLINE_EXCEEDED',
+            `waited ${Math.round(ms)} ms for a turn among large requests`,
+          ),
+        );
+      }, ms);
+      waiting.push(waiter);
+    });
+
+  const middleware: MiddlewareHandler = async (c, next) => {
+    if (c.req.method !== 'POST') return next();
+    if (inFlight >= opts.maxInFlight) {
+      throw overloaded(`${inFlight} prediction requests are in progress, the most this server takes`);
+    }
+    const declared = c.req.header('content-length');
+    const heavy = declared === undefined || Number(declared) >= opts.heavyBodyBytes;
+    if (heavy && heavyActive >= opts.heavyConcurrency && waiting.length >= opts.heavyMaxWaiting) {
+      throw overloaded(
+        `${heavyActive} large requests are in progress and ${waiting.length} waiting, the most this server takes`,
+      );
+    }
+    inFlight++;
+    try {
+      if (!heavy) {
+        light++;
+        try {
+          return await next();
+        } finally {
+          lightDone();
+        }
+      }
+      if (heavyActive < opts.heavyConcurrency) heavyActive++;
+      else {
+        // The route validates X-Timeout-Ms and answers a bad one; here a usable one only shortens the wait.
+        const asked = Number(c.req.header('x-timeout-ms'));
+        await waitForPlace(asked > 0 ? Math.min(asked, opts.maxWaitMs) : opts.maxWaitMs);
+      }
+      try {
+        return await next();
+      } finally {
+        releaseHeavy();
+      }
+    } finally {
+      inFlight--;
+    }
+  };
+
+  /** Before a heavy request's next costly step: let small requests in progress finish first (bounded). */
+  const giveWay = (): Promise<void> => {
+    if (light === 0 || opts.heavyYieldMs <= 0) return yieldTurn();
+    return new Promise((resolve) => {
+      const resume = () => {
+        clearTimeout(timer);
+        givingWay.delete(resume);
+        resolve();
+      };
+      const timer = setTimeout(resume, opts.heavyYieldMs);
+      givingWay.add(resume);
+    });
+  };
+
+  return {
+    middleware,
+    giveWay,
+    stats: (): AdmissionStats => ({ inFlight, heavyActive, heavyWaiting: waiting.length }),
+  };
+}

@@ -1,0 +1,151 @@
+/**
+ * Admission control over real HTTP: past the in-flight bound requests are refused at once; large bodies
+ * take turns, wait in a bounded line, and are refused before their body is read when the line is full.
+ */
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rows } from './reference.js';
+import { json, startTestServer } from './server.js';
+
+type Server = Awaited<ReturnType<typeof startTestServer>>;
+
+describe('in-flight bound', () => {
+  let server: Server;
+  beforeAll(async () => {
+    // Rows wait up to 600 ms for company, so requests stay in flight long enough to be counted.
+    server = await startTestServer({ MAX_INFLIGHT_REQUESTS: '5', BATCH_MAX_DELAY_MS: '600' });
+  });
+  afterAll(() => server.close());
+
+  it('takes exactly the bound, refuses the rest at once with 503 ERR_OVERLOADED, then takes more', async () => {
+    const sent = performance.now();
+    const results = await Promise.all(
+      rows(12, 7, 11).map(async (features) => {
+        const res = await server.post('/predict', { features: features.map(Math.abs), use_cache: false });
+        return {
+          status: res.status,
+          ms: performance.now() - sent,
+          retry: res.headers.get('retry-after'),
+          body: await json(res),
+        };
+      }),
+    );
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 503);
+    expect(ok).toHaveLength(5);
+    expect(refused).toHaveLength(7);
+    for (const r of refused) {
+      expect(r.body.error.code).toBe('ERR_OVERLOADED');
+      expect(r.retry).toBe('1');
+      expect(r.ms).toBeLessThan(500); // not held until the accepted ones finished
+    }
+    const metrics = await (await server.get('/metrics')).text();
+    expect(metrics).toMatch(/^onnxserve_requests_in_flight 0$/m);
+    expect((await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] })).status).toBe(200);
+  });
+
+  it('does not count reads: health, metadata and metrics answer while predictions are refused', async () => {
+    const load = Promise.all(
+      rows(5, 7, 12).map((f) => server.post('/predict', { features: f.map(Math.abs), use_cache: false })),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    expect(
+      (await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7], use_cache: false })).status,
+    ).toBe(503);
+    expect((await server.get('/health/live')).status).toBe(200);
+    expect((await server.get('/v2/models/churn')).status).toBe(200);
+    expect((await server.get('/metrics')).status).toBe(200);
+    for (const r of await load) expect(r.status).toBe(200);
+  });
+});
+
+describe('large bodies', () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startTestServer({
+      HEAVY_BODY_BYTES: '2048',
+      HEAVY_MAX_CONCURRENT: '1',
+      HEAVY_MAX_WAITING: '2',
+      BATCH_MAX_DELAY_MS: '300',
+    });
+  });
+  afterAll(() => server.close());
+
+  const heavy = (seed: number, headers: Record<string, string> = {}) =>
+    server.post(
+      '/predict/batch',
+      { instances: rows(60, 7, seed).map((r) => r.map(Math.abs)), use_cache: false },
+      headers,
+    );
+
+  it('take turns: one runs, two wait, the rest are refused at once; small requests are not held', async () => {
+    const started = performance.now();
+    const big = [1, 2, 3, 4, 5].map((seed) =>
+      heavy(seed).then(async (r) => ({
+        status: r.status,
+        ms: performance.now() - started,
+        body: await json(r),
+      })),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    const metrics = await (await server.get('/metrics')).text();
+    expect(metrics).toMatch(/^onnxserve_heavy_requests_active 1$/m);
+    expect(metrics).toMatch(/^onnxserve_heavy_requests_waiting 2$/m);
+    // A small request meanwhile is not in the large requests' line.
+    const small = await server.post('/predict', { features: [3, 40, 100, 12, 1, 2, 3], use_cache: false });
+    expect(small.status).toBe(200);
+    const results = await Promise.all(big);
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 503);
+    expect(ok).toHaveLength(3);
+    expect(refused).toHaveLength(2);
+    for (const r of refused) {
+      expect(r.body.error.code).toBe('ERR_OVERLOADED');
+      expect(r.ms).toBeLessThan(250);
+    }
+    // One at a time: each waited for the one before (its 300 ms batch delay).
+    const times = ok.map((r) => r.ms).sort((a, b) => a - b);
+    expect(times[2]! - times[0]!).toBeGreaterThan(450);
+    for (const r of ok) expect(r.body.count).toBe(60);
+  });
+
+  it('refuses before reading the body: the answer arrives while the client has sent only headers', async () => {
+    const holders = [1, 2, 3].map((seed) => heavy(seed)); // one active, two waiting: the line is full
+    await new Promise((r) => setTimeout(r, 100));
+    const url = new URL(server.url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(url.port), url.hostname, () => {
+        socket.write(
+          'POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n',
+        );
+      });
+      let data = '';
+      socket.on('data', (d) => {
+        data += d;
+        if (data.includes('\r\n\r\n') && data.includes('}')) {
+          socket.destroy();
+          resolve(data);
+        }
+      });
+      socket.on('error', reject);
+      setTimeout(() => reject(new Error(`no answer before the body; got ${JSON.stringify(data)}`)), 2000);
+    });
+    expect(answer).toMatch(/^HTTP\/1.1 503/);
+    expect(answer).toContain('ERR_OVERLOADED');
+    for (const r of await Promise.all(holders)) expect(r.status).toBe(200);
+  });
+
+  it('a waiting request whose X-Timeout-Ms passes is answered 504 and leaves the line', async () => {
+    const first = heavy(7);
+    await new Promise((r) => setTimeout(r, 50));
+    const started = performance.now();
+    const late = await heavy(8, { 'x-timeout-ms': '100' });
+    expect(late.status).toBe(504);
+    expect((await json(late)).error.code).toBe('ERR_DEADLINE_EXCEEDED');
+    expect(performance.now() - started).toBeLessThan(280);
+    expect((await first).status).toBe(200);
+    const metrics = await (await server.get('/metrics')).text();
+    expect(metrics).toMatch(/^onnxserve_heavy_requests_waiting 0$/m);
+    expect(metrics).toMatch(/^onnxserve_heavy_requests_active 0$/m);
+  });
+});
