@@ -8,6 +8,7 @@ import { createOrtBackend } from '../src/node/ort-backend.js';
 import {
   type DescribeResult,
   type RunReply,
+  type RunStartedMessage,
   transferListOf,
   type WorkerInit,
   type WorkerReadyMessage,
@@ -25,6 +26,8 @@ function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
 
 export default async function handle(task: WorkerTask): Promise<DescribeResult | RunReply> {
   if (task.op === 'describe') return signatures;
+  if (task.runId !== undefined)
+    parentPort?.postMessage({ type: 'onnx-run-started', runId: task.runId } satisfies RunStartedMessage);
   const started = performance.now();
   const outputs = await backend.run(task.modelId, task.inputs);
   const reply: RunReply = {

@@ -12,7 +12,14 @@ export interface WorkerInit {
   warmup: boolean;
 }
 
-export type WorkerTask = { op: 'describe' } | { op: 'run'; modelId: string; inputs: Record<string, Tensor> };
+export type WorkerTask =
+  | { op: 'describe' }
+  | {
+      op: 'run';
+      modelId: string;
+      inputs: Record<string, Tensor> /** Echoed in RunStartedMessage. */;
+      runId?: number;
+    };
 
 /** Posted by a worker once its sessions are created and warmed: the pool counts these to know it is ready. */
 export interface WorkerReadyMessage {
@@ -22,6 +29,18 @@ export interface WorkerReadyMessage {
 
 export const isWorkerReady = (m: unknown): m is WorkerReadyMessage =>
   typeof m === 'object' && m !== null && (m as WorkerReadyMessage).type === 'onnx-worker-ready';
+
+/**
+ * Posted by a worker as it starts a run: the run limit counts from here, not from dispatch, so time spent
+ * waiting for a worker (a replacement loading its sessions, say) never ends a run.
+ */
+export interface RunStartedMessage {
+  type: 'onnx-run-started';
+  runId: number;
+}
+
+export const isRunStarted = (m: unknown): m is RunStartedMessage =>
+  typeof m === 'object' && m !== null && (m as RunStartedMessage).type === 'onnx-run-started';
 
 export type DescribeResult = Record<string, ModelSignature>;
 export type RunResult = Record<string, Tensor>;

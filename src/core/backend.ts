@@ -24,6 +24,14 @@ export interface ModelSource {
   bytes?: Uint8Array;
 }
 
+export interface RunOptions {
+  /**
+   * A part of one large request: it may wait behind smaller runs, so a request of 10,000 rows does not hold
+   * every worker while requests of one row queue behind it. Backends without a queue ignore it.
+   */
+  bulk?: boolean;
+}
+
 export interface BackendStats {
   /** Busy fraction of the execution threads over the last few seconds, 0..1. */
   utilization: number;
@@ -43,7 +51,7 @@ export interface InferenceBackend {
   /** Create sessions for every model (warmed where shapes allow) and report what each takes and gives. */
   load(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
   /** Run one batch. Input tensors may be transferred (and so detached): do not use them afterwards. */
-  run(modelId: string, inputs: Record<string, Tensor>): Promise<Record<string, Tensor>>;
+  run(modelId: string, inputs: Record<string, Tensor>, opts?: RunOptions): Promise<Record<string, Tensor>>;
   stats?(): BackendStats;
   close(): Promise<void>;
 }

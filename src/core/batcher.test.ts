@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { RunOptions } from './backend.js';
 import { type BatcherOptions, type BatchReport, MicroBatcher } from './batcher.js';
 import { ServeError } from './errors.js';
 import type { Tensor } from './tensor.js';
@@ -14,9 +15,11 @@ const opts = (o: Partial<BatcherOptions> = {}): BatcherOptions => ({
 /** A runner that doubles every value and records the batch sizes it was given. */
 function doubler(delayMs = 0) {
   const batches: number[] = [];
-  const run = async (inputs: Record<string, Tensor>) => {
+  const bulk: boolean[] = [];
+  const run = async (inputs: Record<string, Tensor>, o?: RunOptions) => {
     const x = inputs.x!;
     batches.push(x.dims[0]!);
+    bulk.push(o?.bulk === true);
     if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
     const y = Float32Array.from(x.data as Float32Array, (v) => v * 2);
     return {
@@ -28,7 +31,7 @@ function doubler(delayMs = 0) {
       },
     };
   };
-  return { batches, run };
+  return { batches, bulk, run };
 }
 
 const rowsTensor = (values: number[][]): Tensor => ({
@@ -86,13 +89,19 @@ describe('MicroBatcher', () => {
     expect(batches).toEqual([8, 8, 8]);
   });
 
-  it('runs a request larger than maxBatchRows as a batch of its own', async () => {
-    const { batches, run } = doubler();
+  it('runs a request larger than maxBatchRows on its own, in bulk parts of maxBatchRows, joined in order', async () => {
+    const { batches, bulk, run } = doubler();
     const b = new MicroBatcher('m', run, opts({ maxBatchRows: 4 }));
-    const big = Array.from({ length: 9 }, (_, i) => [i]);
+    const big = Array.from({ length: 9 }, (_, i) => [i, -i]);
+    const small = b.submit({ x: rowsTensor([[100, 100]]) }, 1);
     const out = await b.submit({ x: rowsTensor(big) }, 9);
-    expect(batches).toEqual([9]);
+    await small;
+    // The waiting small row ran first as an ordinary batch; the big request went in three bulk parts.
+    expect(batches).toEqual([1, 4, 4, 1]);
+    expect(bulk).toEqual([false, true, true, true]);
+    expect(out.y!.dims).toEqual([9, 2]);
     expect(Array.from(out.y!.data as Float32Array)).toEqual(big.flat().map((v) => v * 2));
+    expect(Array.from(out.n!.data as Float32Array)).toEqual([4, 4, 4, 4, 4, 4, 4, 4, 1]);
   });
 
   it('waits at most maxQueueDelayMs for a lone request', async () => {

@@ -1,8 +1,12 @@
+import type { RunOptions } from './backend.js';
 import { invalid, queueFull, ServeError } from './errors.js';
-import { concatRows, type Tensor } from './tensor.js';
+import { concatRows, sliceRows, type Tensor } from './tensor.js';
 
 export interface BatcherOptions {
-  /** Most rows in one batch; a single request with more rows runs as a batch of its own. */
+  /**
+   * Most rows in one batch. A single request with more rows runs on its own, cut into runs of this many
+   * rows marked `bulk`, so the pool can let other models' small batches run between them.
+   */
   maxBatchRows: number;
   /** How long the first waiting row may wait for others (ms). 0 = until the current I/O turn ends. */
   maxQueueDelayMs: number;
@@ -22,7 +26,7 @@ export interface BatchReport {
 }
 
 type Outputs = Record<string, Tensor>;
-type Runner = (inputs: Record<string, Tensor>) => Promise<Outputs>;
+type Runner = (inputs: Record<string, Tensor>, opts?: RunOptions) => Promise<Outputs>;
 
 interface Item {
   inputs: Record<string, Tensor>;
@@ -183,6 +187,22 @@ export class MicroBatcher {
     (this.#sweeper as { unref?: () => void }).unref?.();
   }
 
+  /** One request larger than a batch: runs of at most maxBatchRows rows, all queued at once, joined in order. */
+  async #runInParts(inputs: Record<string, Tensor>, rows: number): Promise<Outputs> {
+    const size = this.#opts.maxBatchRows;
+    const parts: Promise<Outputs>[] = [];
+    for (let start = 0; start < rows; start += size) {
+      const end = Math.min(rows, start + size);
+      const part: Record<string, Tensor> = {};
+      for (const name in inputs) part[name] = sliceRows(inputs[name]!, start, end);
+      parts.push(this.#run(part, { bulk: true }));
+    }
+    const results = await Promise.all(parts);
+    const joined: Outputs = {};
+    for (const name of Object.keys(results[0]!)) joined[name] = concatRows(results.map((r) => r[name]!));
+    return joined;
+  }
+
   async #dispatch(all: Item[]): Promise<void> {
     // Rows whose client has given up do not run.
     const t = now();
@@ -199,7 +219,8 @@ export class MicroBatcher {
       const inputs: Record<string, Tensor> = {};
       for (const name of Object.keys(batch[0]!.inputs))
         inputs[name] = concatRows(batch.map((i) => i.inputs[name]!));
-      const outputs = await this.#run(inputs);
+      const outputs =
+        rows > this.#opts.maxBatchRows ? await this.#runInParts(inputs, rows) : await this.#run(inputs);
       split(outputs, batch, rows);
     } catch (err) {
       failed = true;

@@ -40,7 +40,7 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
     if (!b) {
       b = new MicroBatcher(
         entry.id,
-        (inputs) => backend.run(entry.id, inputs).catch(inferenceFailed(entry)),
+        (inputs, opts) => backend.run(entry.id, inputs, opts).catch(inferenceFailed(entry)),
         batching as BatcherOptions,
         (r) => onBatch?.(entry, r),
       );

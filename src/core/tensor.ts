@@ -69,3 +69,13 @@ export function concatRows(parts: readonly Tensor[]): Tensor {
   }
   return { type: first.type, dims: [rows, ...first.dims.slice(1)], data };
 }
+
+/** Rows [start, end) of a tensor, copied into a buffer of their own (so it can be transferred alone). */
+export function sliceRows(t: Tensor, start: number, end: number): Tensor {
+  const per = rowSize(t.dims);
+  return {
+    type: t.type,
+    dims: [end - start, ...t.dims.slice(1)],
+    data: t.data.slice(start * per, end * per),
+  };
+}

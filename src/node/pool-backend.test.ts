@@ -53,6 +53,21 @@ describe('pool backend', () => {
     await backend.close();
   });
 
+  it('counts the run limit from when a worker starts the run, not while it waits for one', async () => {
+    const backend = createPoolBackend({
+      size: 1,
+      runTimeoutMs: 300,
+      workerFile: join(import.meta.dirname, '../../test/fixtures/hanging-worker.mjs'),
+    });
+    await backend.load([{ id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') }]);
+    // Four runs of 200 ms on one worker: the last waits 600 ms, past the limit, but runs within it.
+    const started = performance.now();
+    const results = await Promise.allSettled([1, 2, 3, 4].map(() => backend.run('churn@1', row(-555))));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    expect(performance.now() - started).toBeGreaterThan(780);
+    await backend.close();
+  });
+
   it('fails to load, naming the file, when a model cannot be read', async () => {
     const backend = createPoolBackend({ size: 1 });
     await expect(

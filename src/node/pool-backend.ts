@@ -1,6 +1,7 @@
-import { Piscina } from 'piscina';
+import { Piscina, type TaskQueue } from 'piscina';
 import {
   type DescribeResult,
+  isRunStarted,
   isWorkerReady,
   type RunReply,
   type RunResult,
@@ -8,7 +9,13 @@ import {
   type WorkerInit,
   type WorkerTask,
 } from '../../workers/protocol.js';
-import type { BackendStats, InferenceBackend, ModelSignature, ModelSource } from '../core/backend.js';
+import type {
+  BackendStats,
+  InferenceBackend,
+  ModelSignature,
+  ModelSource,
+  RunOptions,
+} from '../core/backend.js';
 import { ServeError } from '../core/errors.js';
 import type { Tensor } from '../core/tensor.js';
 import { compiledWorker } from './worker-file.js';
@@ -66,12 +73,14 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         maxThreads: options.size,
         idleTimeout: Number.MAX_SAFE_INTEGER,
         maxQueue: options.maxQueue ?? 1000,
+        taskQueue: new LaneQueue(),
         workerData,
       });
       pool = p;
       // Every worker's busy counter exists from its start (replacements included), so rate() has a series.
       p.on('message', (m: unknown) => {
-        if (isWorkerReady(m)) busy.register(m.threadId);
+        if (isRunStarted(m)) busy.started(m.runId);
+        else if (isWorkerReady(m)) busy.register(m.threadId);
       });
       // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
       // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
@@ -112,7 +121,7 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
       return new Map<string, ModelSignature>(Object.entries(described));
     },
 
-    async run(modelId: string, inputs: Record<string, Tensor>): Promise<RunResult> {
+    async run(modelId: string, inputs: Record<string, Tensor>, opts?: RunOptions): Promise<RunResult> {
       const p = pool;
       if (!p) throw new Error('the pool backend has no models loaded');
       if (p.queueSize >= p.options.maxQueue) {
@@ -131,7 +140,14 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
         // Piscina ends the worker (a new one replaces it) and this batch fails.
         const reply = (await p
           .run(
-            { op: 'run', modelId, inputs },
+            // The queue reads the lane from a symbol key, which the structured clone to the worker leaves out.
+            {
+              op: 'run',
+              modelId,
+              inputs,
+              runId: task,
+              [Piscina.queueOptionsSymbol]: { bulk: opts?.bulk === true },
+            },
             {
               transferList: transferListOf(inputs),
               signal: abort.signal,
@@ -173,6 +189,53 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
   };
 }
 
+/** Small runs that may pass ahead of waiting bulk runs before one bulk run must go. */
+const INTERACTIVE_PER_BULK = 4;
+
+/**
+ * Piscina's task queue with two lanes: parts of large requests (`bulk`) wait behind ordinary batches, but
+ * one of them goes after every INTERACTIVE_PER_BULK ordinary ones, so neither lane starves. With one worker
+ * and a 10,000-row request cut into 512-row parts, a one-row request waits for at most one part to finish
+ * instead of the whole request.
+ */
+class LaneQueue implements TaskQueue {
+  #interactive: Task[] = [];
+  #bulk: Task[] = [];
+  #streak = 0;
+
+  get size(): number {
+    return this.#interactive.length + this.#bulk.length;
+  }
+
+  push(task: Task): void {
+    const options = (task as unknown as Record<symbol, { bulk?: boolean } | null>)[
+      Piscina.queueOptionsSymbol
+    ];
+    (options?.bulk ? this.#bulk : this.#interactive).push(task);
+  }
+
+  shift(): Task | null {
+    if (this.#interactive.length > 0 && (this.#bulk.length === 0 || this.#streak < INTERACTIVE_PER_BULK)) {
+      this.#streak++;
+      return this.#interactive.shift()!;
+    }
+    this.#streak = 0;
+    return this.#bulk.shift() ?? null;
+  }
+
+  remove(task: Task): void {
+    for (const lane of [this.#interactive, this.#bulk]) {
+      const i = lane.indexOf(task);
+      if (i >= 0) {
+        lane.splice(i, 1);
+        return;
+      }
+    }
+  }
+}
+
+type Task = Parameters<TaskQueue['push']>[0];
+
 /** Utilization is read over this window: long enough to smooth single batches, short enough to show now. */
 const UTILIZATION_WINDOW_MS = 5000;
 
@@ -185,19 +248,29 @@ function createBusyMeter(windowMs: number) {
   const totals = new Map<number, number>();
   /** Runs that ended within the window: [start, end] in epoch ms. */
   let recent: [number, number][] = [];
-  /** Runs dispatched and not yet answered: when each was dispatched, and how to abort it. */
-  const running = new Map<number, { since: number; abort: AbortController }>();
+  /**
+   * Runs dispatched and not yet answered: since when each has been running (or waiting for a worker, which
+   * neither the run limit nor utilization counts), and how to abort it.
+   */
+  const running = new Map<number, { since: number; waiting: boolean; abort: AbortController }>();
   let next = 0;
   const epochNow = () => performance.timeOrigin + performance.now();
   return {
     dispatched(abort: AbortController): number {
       const id = next++;
-      running.set(id, { since: epochNow(), abort });
+      running.set(id, { since: epochNow(), waiting: true, abort });
       return id;
+    },
+    /** A worker says it has begun the run: its time counts from now. */
+    started(id: number) {
+      const run = running.get(id);
+      if (!run) return;
+      run.waiting = false;
+      run.since = epochNow();
     },
     abortOlderThan(ms: number) {
       const limit = epochNow() - ms;
-      for (const run of running.values()) if (run.since < limit) run.abort.abort();
+      for (const run of running.values()) if (!run.waiting && run.since < limit) run.abort.abort();
     },
     settled(id: number) {
       running.delete(id);
@@ -225,6 +298,7 @@ function createBusyMeter(windowMs: number) {
       for (const [start, end] of recent) ms += end - Math.max(start, from);
       // Runs in progress: at most one per thread is actually running; the rest wait in the queue.
       const inProgress = [...running.values()]
+        .filter((r) => !r.waiting)
         .map((r) => r.since)
         .sort((a, b) => a - b)
         .slice(0, threads);
