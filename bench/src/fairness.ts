@@ -1,0 +1,211 @@
+/**
+ * `npm run bench:fairness`: does one client's load hurt another's latency?
+ *
+ * 1. Small beside heavy: small unique churn `/predict` requests (4 sequential clients), alone and then while
+ *    20 clients loop 10,000-row `mlp-large` `/predict/batch` requests (~3 MB bodies) against one worker
+ *    (POOL_SIZE=1). Reports small p50/p99 in both phases and the heavy requests' answers.
+ * 2. Overload: unique `/predict` at 10 connections (the unloaded p99), then at 100× that many connections;
+ *    latency is split by status, so the p99 of accepted requests is read apart from quick refusals.
+ *
+ * Each phase runs ROUNDS times (medians reported). Audit is off (its cost is measured by the main suite).
+ * SERVER_ENV='{"K":"V"}' varies the server's settings; SERVER_MAIN runs another build.
+ */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { uniquePredictBody } from './bodies.js';
+import { median, settle, startProcess } from './harness.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const EXTRA_ENV = JSON.parse(process.env.SERVER_ENV ?? '{}') as Record<string, string>;
+const ONLY = process.env.BENCH_ONLY; // 'fairness' | 'overload'
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+const round = (x: number) => Math.round(x * 10) / 10;
+
+async function server(port: number, env: Record<string, string>) {
+  return startProcess({
+    name: `onnx-serve:${port}`,
+    cmd: process.execPath,
+    // SERVER_MAIN runs another build (a worktree of an earlier commit) for a before/after comparison.
+    args: [process.env.SERVER_MAIN ?? join(ROOT, 'dist/src/node/main.js')],
+    env: { PORT: String(port), AUDIT: 'off', ...env, ...EXTRA_ENV },
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/health/ready',
+    timeoutMs: 120_000,
+  });
+}
+
+/** Sequential clients sending small unique /predict requests until `stop`; every latency in ms. */
+async function smallClients(url: string, clients: number, stop: () => boolean) {
+  const latencies: number[] = [];
+  const statuses = new Map<number, number>();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (!stop()) {
+        const body = uniquePredictBody();
+        const t = performance.now();
+        const res = await fetch(`${url}/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+        });
+        await res.arrayBuffer();
+        latencies.push(performance.now() - t);
+        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+      }
+    }),
+  );
+  return { latencies, statuses: Object.fromEntries(statuses) };
+}
+
+async function fairness() {
+  const s = await server(8181, { POOL_SIZE: '1' });
+  try {
+    // 2 decimals keep 10,000 × 64 values near 3 MB, under the 4 MiB body limit.
+    const heavyBody = (() => {
+      let i = 0;
+      const bodies = Array.from({ length: 6 }, () =>
+        JSON.stringify({
+          model: 'mlp-large',
+          use_cache: false,
+          instances: Array.from({ length: 10_000 }, () => {
+            i++;
+            return Array.from({ length: 64 }, (_, k) => Math.round(Math.sin(i * 31 + k) * 100) / 100);
+          }),
+        }),
+      );
+      let n = 0;
+      return () => bodies[n++ % bodies.length]!;
+    })();
+    const rounds: Record<string, number>[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      await settle();
+      let until = performance.now() + SECONDS * 1000;
+      const alone = await smallClients(s.url, 4, () => performance.now() > until);
+      await settle();
+      until = performance.now() + SECONDS * 1000;
+      const heavyStatuses = new Map<number, number>();
+      const heavyLatencies: number[] = [];
+      const heavy = Promise.all(
+        Array.from({ length: 20 }, async () => {
+          while (performance.now() < until) {
+            const t = performance.now();
+            const res = await fetch(`${s.url}/predict/batch`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: heavyBody(),
+            });
+            await res.arrayBuffer();
+            heavyLatencies.push(performance.now() - t);
+            heavyStatuses.set(res.status, (heavyStatuses.get(res.status) ?? 0) + 1);
+          }
+        }),
+      );
+      // Let the heavy clients fill the server before small requests are timed.
+      await new Promise((r) => setTimeout(r, 1000));
+      const beside = await smallClients(s.url, 4, () => performance.now() > until);
+      await heavy;
+      const row = {
+        aloneP50: round(percentile(alone.latencies, 50)),
+        aloneP99: round(percentile(alone.latencies, 99)),
+        besideP50: round(percentile(beside.latencies, 50)),
+        besideP99: round(percentile(beside.latencies, 99)),
+        besideN: beside.latencies.length,
+        heavyOk: heavyStatuses.get(200) ?? 0,
+        heavyRefused: [...heavyStatuses].filter(([k]) => k !== 200).reduce((a, [, v]) => a + v, 0),
+        heavyP50: round(percentile(heavyLatencies, 50)),
+        heavyRowsPerSec: Math.round(((heavyStatuses.get(200) ?? 0) * 10_000) / (SECONDS - 1)),
+      };
+      console.log(
+        `fairness round ${r + 1}: ${JSON.stringify(row)} small statuses ${JSON.stringify(beside.statuses)} heavy ${JSON.stringify(Object.fromEntries(heavyStatuses))}`,
+      );
+      rounds.push(row);
+    }
+    const keys = Object.keys(rounds[0]!);
+    console.log(
+      `fairness median of ${ROUNDS}: ${JSON.stringify(Object.fromEntries(keys.map((k) => [k, median(rounds.map((x) => x[k]!))])))}`,
+    );
+  } finally {
+    await s.stop();
+  }
+}
+
+/** autocannon with latency kept per status class. */
+async function loadByStatus(url: string, connections: number, seconds: number) {
+  const ok: number[] = [];
+  const refused: number[] = [];
+  let other = 0;
+  let instance!: autocannon.Instance;
+  const done = new Promise<autocannon.Result>((resolve, reject) => {
+    instance = autocannon(
+      {
+        url: `${url}/predict`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        connections,
+        duration: seconds,
+        timeout: 30,
+        requests: [{ setupRequest: (req) => ({ ...req, body: uniquePredictBody() }) }],
+      },
+      (err, res) => (err ? reject(err) : resolve(res)),
+    );
+  });
+  instance.on('response', (_client, status, _bytes, ms) => {
+    if (status === 200) ok.push(ms);
+    else if (status === 503) refused.push(ms);
+    else other++;
+  });
+  const result = await done;
+  return {
+    okPerSec: Math.round(ok.length / seconds),
+    okP50: round(percentile(ok, 50)),
+    okP99: round(percentile(ok, 99)),
+    refusedPerSec: Math.round(refused.length / seconds),
+    refusedP99: round(percentile(refused, 99)),
+    other,
+    errors: result.errors + result.timeouts,
+  };
+}
+
+async function overload() {
+  const s = await server(8182, {});
+  try {
+    const rounds: Record<string, number>[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      await settle();
+      const base = await loadByStatus(s.url, 10, SECONDS);
+      await settle();
+      const over = await loadByStatus(s.url, 1000, SECONDS);
+      const row = {
+        unloadedP99: base.okP99,
+        unloadedPerSec: base.okPerSec,
+        overOkPerSec: over.okPerSec,
+        overOkP50: over.okP50,
+        overOkP99: over.okP99,
+        overRefusedPerSec: over.refusedPerSec,
+        overRefusedP99: over.refusedP99,
+        overOther: over.other,
+        overErrors: over.errors,
+        ratio: round(over.okP99 / base.okP99),
+      };
+      console.log(`overload round ${r + 1}: ${JSON.stringify(row)}`);
+      rounds.push(row);
+    }
+    const keys = Object.keys(rounds[0]!);
+    console.log(
+      `overload median of ${ROUNDS}: ${JSON.stringify(Object.fromEntries(keys.map((k) => [k, median(rounds.map((x) => x[k]!))])))}`,
+    );
+  } finally {
+    await s.stop();
+  }
+}
+
+if (ONLY !== 'overload') await fairness();
+if (ONLY !== 'fairness') await overload();
