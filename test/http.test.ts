@@ -343,6 +343,20 @@ describe('health, models, docs and metrics', () => {
       expect(text, name).toContain(name);
     }
   });
+
+  it("times each model's load on its own (it was one figure, the whole load, for every model)", async () => {
+    const text = await (await server.get('/metrics')).text();
+    const seconds = [
+      ...text.matchAll(/^onnxserve_model_load_seconds\{model="([^"]+)",version="([^"]+)"\} (\S+)$/gm),
+    ].map((m) => ({ model: `${m[1]}@${m[2]}`, s: Number(m[3]) }));
+    expect(seconds.length).toBeGreaterThanOrEqual(6);
+    for (const { model, s } of seconds) expect(s, model).toBeGreaterThan(0);
+    expect(new Set(seconds.map((x) => x.s)).size).toBe(seconds.length);
+    // The metric and /models/{name} say the same.
+    const iris = await json(await server.get('/models/iris'));
+    const irisMetric = seconds.find((x) => x.model === 'iris@1')!.s;
+    expect(iris.versions[0].load_seconds).toBeCloseTo(irisMetric, 3);
+  });
 });
 
 describe('found by probing the HTTP surface', () => {

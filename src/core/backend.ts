@@ -13,6 +13,8 @@ export interface TensorInfo {
 export interface ModelSignature {
   inputs: TensorInfo[];
   outputs: TensorInfo[];
+  /** Seconds the backend took to create (and warm) this model's session, where it measured them. */
+  loadSeconds?: number;
 }
 
 /** A model file handed to a backend. `id` is unique per name and version. */

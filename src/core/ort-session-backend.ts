@@ -35,10 +35,12 @@ export function createOrtSessionBackend(opts: OrtSessionBackendOptions): Inferen
     async load(models: readonly ModelSource[]) {
       const signatures = new Map<string, ModelSignature>();
       for (const m of models) {
+        const started = performance.now();
         const session = await opts.createSession(m);
-        const sig = signatureOf(session);
+        const sig: ModelSignature = signatureOf(session);
         const warm = opts.warmup ? warmupTensors(sig) : undefined;
         if (warm) await session.run(feeds(warm));
+        sig.loadSeconds = (performance.now() - started) / 1000;
         await sessions.get(m.id)?.release();
         sessions.set(m.id, session);
         signatures.set(m.id, sig);

@@ -145,17 +145,19 @@ async function loadModels(config: ServerConfig, backend: InferenceBackend): Prom
   const started = performance.now();
   const stored = await scanModelRepository(config.modelsDir);
   const signatures = await backend.load(stored.map((m) => ({ id: `${m.name}@${m.version}`, path: m.path })));
-  const loadSeconds = (performance.now() - started) / 1000;
-  const entries: ModelEntry[] = stored.map((m) =>
-    describeModel({
+  const allSeconds = (performance.now() - started) / 1000;
+  const entries: ModelEntry[] = stored.map((m) => {
+    const signature = signatures.get(`${m.name}@${m.version}`)!;
+    return describeModel({
       name: m.name,
       version: m.version,
       sha256: m.sha256,
-      signature: signatures.get(`${m.name}@${m.version}`)!,
+      signature,
       metadata: m.metadata,
-      loadSeconds,
-    }),
-  );
+      // Each model's own session creation and warm-up, as a worker timed it (every worker loads every model).
+      loadSeconds: signature.loadSeconds ?? allSeconds,
+    });
+  });
   return createRegistry(entries, { defaultModel: config.defaultModel });
 }
 
