@@ -85,6 +85,23 @@ describe('two instances sharing Redis', () => {
     expect(await metric(a, 'onnxserve_batch_rows_sum{model="churn",version="2"}')).toBe(rowsBefore + 1);
   });
 
+  it("a shared inference that fails for its own client's reasons does not fail the requests that shared it", async () => {
+    // Found by the fuzz test: the first request's 0.001 ms deadline failed its row's computation, and the
+    // identical request waiting on it got the same 504 under its own 30 s deadline.
+    for (let n = 0; n < 5; n++) {
+      const features = [3 + n, 44.5, 133.5 + n, 12, 2, 1, 4.5];
+      const [hasty, patient, alsoPatient] = await Promise.all([
+        a.post('/predict', { features, timeout_ms: 0.001 }),
+        a.post('/predict', { features }),
+        a.post('/predict', { features }, { 'x-request-id': `p-${n}` }),
+      ]);
+      expect(hasty.status).toBe(504);
+      expect(patient.status).toBe(200);
+      expect(alsoPatient.status).toBe(200);
+      expect((await json(patient)).probability).toBe((await json(alsoPatient)).probability);
+    }
+  });
+
   it('/v2 infer shares the cache per row and reports cached rows', async () => {
     const x = [[5.1, 3.5, 1.4, 0.2]];
     const input = { inputs: [{ name: 'float_input', shape: [1, 4], datatype: 'FP32', data: x }] };

@@ -247,7 +247,7 @@ const SWEEP_MS = 25;
 const deadlineExceeded = (item: Item, t: number) =>
   new ServeError(
     'ERR_DEADLINE_EXCEEDED',
-    `no answer within the request's deadline (${Math.round(item.deadline - item.enqueuedAt)} ms); waited ${Math.round(t - item.enqueuedAt)} ms`,
+    `the request's deadline passed before its rows were answered (they waited ${Math.round(t - item.enqueuedAt)} ms here)`,
   );
 
 /** Every input has the same dimensions after the first (the rows). */

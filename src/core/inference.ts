@@ -236,7 +236,31 @@ export function createInference(
       } else {
         for (const i of claimed) inflight.delete(keys[i]!);
       }
-      for (const [i, p] of waits) results[i] = await p;
+      // Rows borrowed from another request's computation: if it failed for reasons of its own (its client's
+      // short deadline, its client gone), this request computes them itself, under its own deadline.
+      const retry: number[] = [];
+      await Promise.all(
+        waits.map(async ([i, p]) => {
+          try {
+            results[i] = await p;
+          } catch {
+            retry.push(i);
+          }
+        }),
+      );
+      if (retry.length > 0) {
+        retry.sort((a, b) => a - b);
+        const outputs = await predictor.infer(
+          entry,
+          pickRows(inputs, rows, retry),
+          retry.length,
+          opts.deadline,
+        );
+        const computed = toCachedRows(outputs, opts.outputs, retry.length);
+        retry.forEach((i, j) => {
+          results[i] = computed[j]!;
+        });
+      }
       return { outputs: fromCachedRows(entry, opts.outputs, results as CachedRow[]), tiers: found.tiers };
     },
   };
