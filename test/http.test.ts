@@ -246,7 +246,11 @@ describe('Open Inference Protocol v2', () => {
     const bad = [
       [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), datatype: 'FP64' }] }, 422, /takes FP32/],
       [{ inputs: [{ ...irisInput([[1, 2, 3]]), shape: [1, 3] }] }, 422, /dimension 1 must be 4/],
-      [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), shape: [2, 4] }] }, 422, /holds 8 values, data has 4/],
+      [
+        { inputs: [{ ...irisInput([[1, 2, 3, 4]]), shape: [2, 4] }] },
+        422,
+        /data has 1 entries; shape \[2,4\] nested 2 deep needs 2/,
+      ],
       [{ inputs: [{ ...irisInput([[1, 2, 3, 4]]), name: 'x' }] }, 422, /no input 'x'/],
       [{ inputs: [irisInput([[1, 2, 3, 4]])], outputs: [{ name: 'nope' }] }, 422, /no output 'nope'/],
       [{ inputs: [irisInput([[1, 2, 'a' as unknown as number, 4]])] }, 422, /must be a number/],
@@ -360,6 +364,54 @@ describe('health, models, docs and metrics', () => {
 });
 
 describe('found by probing the HTTP surface', () => {
+  it('v2 data nested against its shape, outputs asked twice, and rows past the bound are refused, naming the field', async () => {
+    const v2 = (body: unknown) => server.post('/v2/models/churn/infer', body);
+    const seven = (k: number) => Array.from({ length: 7 }, (_, i) => k * 7 + i + 1);
+    // 14 values, but not two rows of seven: the answer would be built from rows the client never sent.
+    const misnested = await v2({
+      inputs: [
+        {
+          name: 'float_input',
+          shape: [2, 7],
+          datatype: 'FP32',
+          data: [[1], seven(0).concat(seven(1)).slice(1)],
+        },
+      ],
+    });
+    expect(misnested.status).toBe(422);
+    expect((await json(misnested)).error).toMatch(/inputs\[0\]\.data\[0\] has 1 entries/);
+    const mixed = await v2({
+      inputs: [{ name: 'float_input', shape: [2, 7], datatype: 'FP32', data: [...seven(0), seven(1)] }],
+    });
+    expect(mixed.status).toBe(422);
+    // Nested as the shape says, and flat: both answer, alike.
+    const nested = await json(
+      await v2({
+        inputs: [{ name: 'float_input', shape: [2, 7], datatype: 'FP32', data: [seven(0), seven(1)] }],
+      }),
+    );
+    const flat = await json(
+      await v2({
+        inputs: [{ name: 'float_input', shape: [2, 7], datatype: 'FP32', data: [...seven(0), ...seven(1)] }],
+      }),
+    );
+    expect(nested.outputs).toEqual(flat.outputs);
+    const twice = await v2({
+      inputs: [{ name: 'float_input', shape: [1, 7], datatype: 'FP32', data: seven(0) }],
+      outputs: [{ name: 'label' }, { name: 'label' }],
+    });
+    expect(twice.status).toBe(422);
+    expect((await json(twice)).error).toMatch(/twice/);
+    // Refused on the declared shape, before 700,000 values are read.
+    const huge = await v2({
+      inputs: [
+        { name: 'float_input', shape: [100_000, 7], datatype: 'FP32', data: new Array(700_000).fill(1) },
+      ],
+    });
+    expect(huge.status).toBe(413);
+    expect((await json(huge)).error).toMatch(/100000 rows/);
+  });
+
   it('a client that leaves mid-body is counted as 499, never as a 500 or an internal error', async () => {
     const { port } = new URL(server.url);
     await new Promise<void>((resolve, reject) => {

@@ -19,17 +19,48 @@ export interface V2OutputTensor {
 }
 
 /**
- * Row-major values from `data`, flat or nested. Nesting deeper than the tensor's rank is refused: it cannot
- * describe the shape, and unbounded recursion over a client's 50,000-deep array would overflow the stack.
+ * Row-major values from `data`, flat or nested as the shape says: each nesting level holds as many entries
+ * as its dimension, and the innermost arrays hold the values of the dimensions left (so `[[7 values],
+ * [7 values]]` for shape [2, 7]; `[[1], [2, …, 14]]` is refused even though it holds 14 values). Nesting
+ * deeper than the tensor's rank is refused before any recursion: a client's 50,000-deep array must not
+ * overflow the stack.
  */
-function flatten(data: unknown[], out: unknown[], depthLeft: number, field: string): unknown[] {
-  for (const v of data) {
-    if (!Array.isArray(v)) out.push(v);
-    else if (depthLeft > 1) flatten(v, out, depthLeft - 1, field);
-    else throw invalid('ERR_INPUT_SHAPE', field, `${field} is nested deeper than the tensor's rank`);
-  }
+function flatten(data: unknown[], shape: readonly number[], field: string): unknown[] {
+  let depth = 0;
+  for (let v: unknown = data; Array.isArray(v); v = v[0]) depth++;
+  if (depth === 1) return data.some(Array.isArray) ? uneven(field) : data;
+  if (depth > shape.length)
+    throw invalid('ERR_INPUT_SHAPE', field, `${field} is nested deeper than the tensor's rank`);
+  const out: unknown[] = [];
+  const walk = (arr: unknown[], level: number, at: string) => {
+    const last = level === depth - 1;
+    const want = last ? elementCount(shape.slice(level)) : shape[level]!;
+    if (arr.length !== want) {
+      throw invalid(
+        'ERR_INPUT_SHAPE',
+        at,
+        `${at} has ${arr.length} entries; shape [${shape}] nested ${depth} deep needs ${want} there`,
+      );
+    }
+    if (last) {
+      for (const v of arr) {
+        if (Array.isArray(v)) uneven(field);
+        out.push(v);
+      }
+      return;
+    }
+    arr.forEach((v, i) => {
+      if (!Array.isArray(v)) uneven(field);
+      walk(v as unknown[], level + 1, `${at}[${i}]`);
+    });
+  };
+  walk(data, 0, field);
   return out;
 }
+
+const uneven = (field: string): never => {
+  throw invalid('ERR_INPUT_SHAPE', field, `${field} mixes values and arrays at one nesting level`);
+};
 
 /** Check request tensors against the model's signature; return them as tensors and their row count. */
 export function decodeV2Inputs(
@@ -83,7 +114,7 @@ export function decodeV2Inputs(
         );
       }
     });
-    const values = flatten(input.data, [], input.shape.length, `${field}.data`);
+    const values = flatten(input.data, input.shape, `${field}.data`);
     const count = elementCount(input.shape);
     if (values.length !== count) {
       throw invalid(
@@ -132,7 +163,14 @@ export function selectV2Outputs(
 ): string[] {
   const all = entry.signature.outputs.map((o) => o.name);
   if (!wanted || wanted.length === 0) return all;
+  const seen = new Set<string>();
   return wanted.map((w, k) => {
+    if (seen.has(w.name)) {
+      throw new ServeError('ERR_OUTPUT_UNKNOWN', `output '${w.name}' is asked for twice`, {
+        field: `outputs[${k}].name`,
+      });
+    }
+    seen.add(w.name);
     if (!all.includes(w.name)) {
       throw new ServeError(
         'ERR_OUTPUT_UNKNOWN',

@@ -62,6 +62,15 @@ export function v2Routes(ctx: RouteContext) {
     const entry = registry.resolve(c.req.param('name'), c.req.param('version'));
     const body = await readJson(c, S.V2InferRequest);
     const outputNames = selectV2Outputs(entry, body.outputs);
+    // The row bound before any value is read: 200,000 rows cost ~0.4 s of this thread to decode first.
+    const declaredRows = body.inputs[0]?.shape[0];
+    if (entry.batchable && declaredRows !== undefined && declaredRows > config.maxRowsPerRequest) {
+      throw invalid(
+        'ERR_TOO_MANY_ROWS',
+        'inputs',
+        `${declaredRows} rows; at most ${config.maxRowsPerRequest} per request`,
+      );
+    }
     const { tensors, rows } = decodeV2Inputs(entry, body.inputs);
     if (entry.batchable && rows > config.maxRowsPerRequest) {
       throw invalid(
