@@ -12,8 +12,12 @@ import { freshDatabase } from './services.js';
 const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'node', 'main.js');
 
 /** `npm start` in a child process; audit off unless asked for, with a directory of its own. */
-function start(env: Record<string, string>, auditDir = mkdtempSync(join(tmpdir(), 'audit-'))) {
-  const child = spawn(process.execPath, [MAIN], {
+function start(
+  env: Record<string, string>,
+  auditDir = mkdtempSync(join(tmpdir(), 'audit-')),
+  nodeArgs: string[] = [],
+) {
+  const child = spawn(process.execPath, [...nodeArgs, MAIN], {
     env: { ...process.env, PORT: '0', AUDIT: 'off', AUDIT_DIR: auditDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -131,6 +135,41 @@ describe('process', () => {
     expect(server.output()).not.toMatch(/"msg":"stopped"/);
     await Promise.all(inFlight);
   });
+
+  for (const kind of ['exception', 'rejection'] as const) {
+    it(`a fatal ${kind} is logged, in-flight requests are answered and audited, then exit 1`, async () => {
+      const db = await freshDatabase('fatal');
+      const fixture = join(import.meta.dirname, 'fixtures', 'fatal-on-signal.mjs');
+      // Rows wait 400 ms for company: the requests are in flight when the error strikes.
+      const server = start(
+        { AUDIT: 'on', DATABASE_URL: db.url, BATCH_MAX_DELAY_MS: '400', FATAL_KIND: kind },
+        undefined,
+        ['--import', fixture],
+      );
+      const api = client(await server.url);
+      const inFlight = Array.from({ length: 12 }, (_, i) =>
+        api.post('/predict', { features: [i, 50, 600, 12, 2, 1, 3], request_id: `fatal-${i}` }),
+      );
+      await new Promise((r) => setTimeout(r, 150));
+      server.child.kill('SIGUSR2');
+      const answers = await Promise.all(inFlight);
+      expect(answers.map((r) => r.status)).toEqual(Array(12).fill(200));
+      expect(await server.exited).toBe(1);
+      const event = kind === 'exception' ? 'uncaughtException' : 'unhandledRejection';
+      const logged = server
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l));
+      expect(logged.find((l) => l.msg === event)?.error).toMatch(`injected fatal ${kind}`);
+      expect(logged.some((l) => l.msg === 'stopped')).toBe(true);
+      const audited = await db.query(
+        "SELECT count(*)::int AS n FROM prediction_audit WHERE request_id LIKE 'fatal-%'",
+      );
+      expect(audited.rows[0].n).toBe(12);
+      await db.drop();
+    });
+  }
 
   it('by default audits into the embedded PGlite store, with no database configured', async () => {
     const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
