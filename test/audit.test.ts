@@ -314,7 +314,7 @@ describe('no record can poison the audit log', () => {
       flushMs: 50,
       maxQueue: 10_000,
       retryMs: 100,
-      observer: { written() {}, failed() {}, deadLettered: (n) => refused.push(n) },
+      observer: { written() {}, failed() {}, deadLettered: (n) => refused.push(n), dropped() {} },
     });
     try {
       await log.ready;

@@ -6,36 +6,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createPgliteStore } from '../src/node/audit/pglite-store.js';
 import { loadConfig } from '../src/node/config.js';
+import { startMain as start } from './main-process.js';
 import { client, json } from './server.js';
 import { freshDatabase } from './services.js';
-
-const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'node', 'main.js');
-
-/** `npm start` in a child process; audit off unless asked for, with a directory of its own. */
-function start(
-  env: Record<string, string>,
-  auditDir = mkdtempSync(join(tmpdir(), 'audit-')),
-  nodeArgs: string[] = [],
-) {
-  const child = spawn(process.execPath, [...nodeArgs, MAIN], {
-    env: { ...process.env, PORT: '0', AUDIT: 'off', AUDIT_DIR: auditDir, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const url = new Promise<string>((resolve, reject) => {
-    const check = () => {
-      const m = /"msg":"models ready"/.test(output) && /"url":"(http:[^"]+)"/.exec(output);
-      if (m) resolve(m[1]!);
-    };
-    child.stdout.on('data', check);
-    void exited.then((code) => reject(new Error(`exited ${code}: ${output}`)));
-  });
-  url.catch(() => {}); // tests of failed starts await `exited`, not `url`
-  return { child, url, exited, output: () => output };
-}
 
 describe('process', () => {
   it('on SIGTERM stops accepting, finishes in-flight requests, closes the pool and exits 0', async () => {

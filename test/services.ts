@@ -53,15 +53,32 @@ export async function freshDatabase(
   };
 }
 
-/** A TCP proxy in front of a service that a test can cut and restore, like a network failure. */
+/**
+ * A TCP proxy in front of a service that a test can cut and restore, like a network failure, or hold: every
+ * connection (new ones too) stays open but no byte passes either way, like a server or network that has
+ * stopped answering without refusing anything.
+ */
 export async function createProxy(targetPort: number, targetHost = '127.0.0.1') {
   const sockets = new Set<Socket>();
+  const pairs = new Set<[Socket, Socket]>();
+  let holding = false;
   let server: Server | undefined;
   let port = 0;
+  const flow = ([client, upstream]: [Socket, Socket]) => {
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  const stopFlow = ([client, upstream]: [Socket, Socket]) => {
+    client.unpipe(upstream);
+    upstream.unpipe(client);
+    client.pause();
+    upstream.pause();
+  };
   const listen = () =>
     new Promise<void>((resolve) => {
       server = createServer((client) => {
         const upstream = new NetSocket();
+        const pair: [Socket, Socket] = [client, upstream];
         sockets.add(client);
         sockets.add(upstream);
         const drop = () => {
@@ -69,10 +86,13 @@ export async function createProxy(targetPort: number, targetHost = '127.0.0.1') 
           upstream.destroy();
           sockets.delete(client);
           sockets.delete(upstream);
+          pairs.delete(pair);
         };
+        client.pause();
         upstream.connect(targetPort, targetHost, () => {
-          client.pipe(upstream);
-          upstream.pipe(client);
+          pairs.add(pair);
+          if (!holding) flow(pair);
+          else upstream.pause();
         });
         client.on('error', drop).on('close', drop);
         upstream.on('error', drop).on('close', drop);
@@ -96,6 +116,16 @@ export async function createProxy(targetPort: number, targetHost = '127.0.0.1') 
       });
     },
     restore: listen,
+    /** Keep every connection open and accept new ones, but pass no bytes. */
+    hold() {
+      holding = true;
+      for (const pair of pairs) stopFlow(pair);
+    },
+    /** Pass bytes again (what was held is delivered). */
+    release() {
+      holding = false;
+      for (const pair of pairs) flow(pair);
+    },
     close() {
       for (const s of sockets) s.destroy();
       server?.close();

@@ -43,6 +43,9 @@ const EnvSchema = z.object({
   AUDIT_FLUSH_MS: int(1).default(200),
   AUDIT_MAX_QUEUE: int(1).default(50_000),
   AUDIT_RETRY_MS: int(10).default(1000),
+  AUDIT_MAX_QUEUE_BYTES: int(1024).default(64 * 1024 * 1024),
+  AUDIT_BATCH_BYTES: int(1024).default(8 * 1024 * 1024),
+  AUDIT_STORE_TIMEOUT_MS: int(100).default(10_000),
   PREDICT_PROBABILITY: z.enum(['positive', 'list']).default('positive'),
   RUN_TIMEOUT_MS: int(10).default(60_000),
   REQUEST_TIMEOUT_MS: int(1).default(30_000),
@@ -104,6 +107,10 @@ export interface ServerConfig {
     flushMs: number;
     maxQueue: number;
     retryMs: number;
+    maxQueueBytes: number;
+    batchBytes: number;
+    /** Most ms any store call may take before the store counts as down (its records then spool). */
+    storeTimeoutMs: number;
   };
 }
 
@@ -191,6 +198,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       flushMs: e.AUDIT_FLUSH_MS,
       maxQueue: e.AUDIT_MAX_QUEUE,
       retryMs: e.AUDIT_RETRY_MS,
+      maxQueueBytes: e.AUDIT_MAX_QUEUE_BYTES,
+      batchBytes: e.AUDIT_BATCH_BYTES,
+      storeTimeoutMs: e.AUDIT_STORE_TIMEOUT_MS,
     },
   };
 }

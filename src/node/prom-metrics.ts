@@ -175,6 +175,12 @@ export const METRICS = {
     kind: 'counter',
     help: 'Audit records the store refused for their data, set aside in the dead-letter file',
   },
+  auditDropped: {
+    name: 'onnxserve_audit_dropped_total',
+    kind: 'counter',
+    help: 'Audit records lost, by reason: the spool could not take them (disk full), or its backlog was over bound',
+    labels: ['reason'],
+  },
   auditSpool: {
     name: 'onnxserve_audit_spool_rows',
     kind: 'gauge',
@@ -255,6 +261,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
   const auditFlush = histogram('auditFlush');
   const auditFailures = counter('auditFailures');
   const auditDeadLetter = counter('auditDeadLetter');
+  const auditDropped = counter('auditDropped');
 
   const lookupChildren = {
     l1: { hit: cacheLookups.labels('l1', 'hit'), miss: cacheLookups.labels('l1', 'miss') },
@@ -337,6 +344,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
         auditWritten.inc(0);
         auditFailures.inc(0);
         auditDeadLetter.inc(0);
+        for (const reason of ['spool_failed', 'overflow']) auditDropped.labels(reason).inc(0);
       }
     },
     request(route, method, status, seconds) {
@@ -389,6 +397,9 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
     },
     deadLettered(n) {
       auditDeadLetter.inc(n);
+    },
+    dropped(n, reason) {
+      auditDropped.labels(reason).inc(n);
     },
     async render() {
       return { contentType: registry.contentType, body: await registry.metrics() };

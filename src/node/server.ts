@@ -71,13 +71,15 @@ function createAudit(config: ServerConfig['audit'], metrics: PromMetrics): Audit
   if (!config.enabled) return undefined;
   return createAuditLog({
     store: config.databaseUrl
-      ? createPgStore({ url: config.databaseUrl })
-      : createPgliteStore({ dir: join(config.dir, 'pglite') }),
+      ? createPgStore({ url: config.databaseUrl, timeoutMs: config.storeTimeoutMs })
+      : createPgliteStore({ dir: join(config.dir, 'pglite'), timeoutMs: config.storeTimeoutMs }),
     spool: createSpool(join(config.dir, 'spool')),
     deadLetter: createDeadLetter(join(config.dir, 'dead-letter')),
     batchRows: config.batchRows,
     flushMs: config.flushMs,
     maxQueue: config.maxQueue,
+    maxQueueBytes: config.maxQueueBytes,
+    batchBytes: config.batchBytes,
     retryMs: config.retryMs,
     observer: metrics,
     log,
@@ -245,6 +247,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const close = async () => {
     if (closing) return;
     closing = true;
+    const deadline = performance.now() + config.shutdownTimeoutMs;
     // Not waiting for models still loading: SIGTERM during start-up ends it now (the pool is closed below).
     // Stop listening, but keep open connections: http.Server#close would also drop idle keep-alive
     // connections at once, and a client whose next request is already on its way sees a reset. Instead a
@@ -264,8 +267,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     clearInterval(sweep);
     clearTimeout(force);
     await backend.close();
-    // Every answered request's record is written, or spooled to disk, before exit.
-    await audit?.close();
+    // Every answered request's record is written, or spooled to disk and fsynced, before exit, and within
+    // SHUTDOWN_TIMEOUT_MS: a store that stopped answering is given what time is left (less a margin for the
+    // spool's own writes), then its records are spooled.
+    await audit?.close(Math.max(250, deadline - performance.now() - 500));
     await redis?.close();
   };
 

@@ -7,6 +7,8 @@ export interface AuditObserver {
   written(rows: number, seconds: number): void;
   failed(rows: number): void;
   deadLettered(rows: number): void;
+  /** Records lost, never silently: the spool could not take them (disk full) or its backlog was over bound. */
+  dropped(rows: number, reason: 'spool_failed' | 'overflow'): void;
 }
 
 export interface AuditLogOptions {
@@ -19,6 +21,10 @@ export interface AuditLogOptions {
   flushMs: number;
   /** Most records held in memory; past it, records go straight to the spool. */
   maxQueue: number;
+  /** Most bytes of records held in memory (a record carries its request's input); past it, to the spool. */
+  maxQueueBytes?: number;
+  /** Most bytes in one insert: records of large requests go a few at a time. */
+  batchBytes?: number;
   /** How often to try the database again while it is down (ms). */
   retryMs: number;
   observer?: AuditObserver;
@@ -34,8 +40,51 @@ const asArray = (lines: readonly string[]) => `[${lines.join(',')}]`;
  */
 export function createAuditLog(opts: AuditLogOptions) {
   const { store, spool, deadLetter, observer, log } = opts;
+  const maxQueueBytes = opts.maxQueueBytes ?? 64 * 1024 * 1024;
+  const batchBytes = opts.batchBytes ?? 8 * 1024 * 1024;
   let queue: string[] = [];
+  let queueBytes = 0;
   let overflow: string[] = [];
+  let overflowBytes = 0;
+  /** Batches handed to the store and not yet answered: spooled at a shutdown that cannot wait for them. */
+  const writing = new Set<readonly string[]>();
+  let droppedRows = 0;
+  let lastDropLog = 0;
+  const dropped = (rows: number, reason: 'spool_failed' | 'overflow', err?: unknown) => {
+    droppedRows += rows;
+    observer?.dropped(rows, reason);
+    // Said at most once a second: a full disk would otherwise log every flush.
+    if (performance.now() - lastDropLog > 1000) {
+      lastDropLog = performance.now();
+      log?.('error', 'audit records dropped', {
+        reason,
+        rows,
+        dropped_total: droppedRows,
+        ...(err ? { error: String((err as Error)?.message ?? err) } : {}),
+      });
+    }
+  };
+  /** Append to the spool; when even that fails (disk full), count the records as dropped and go on. */
+  const toSpool = async (lines: readonly string[]) => {
+    try {
+      await spool.append(lines);
+    } catch (err) {
+      dropped(lines.length, 'spool_failed', err);
+    }
+  };
+  /** The next batch off the queue: at most batchRows records and batchBytes bytes (at least one record). */
+  const takeBatch = (): string[] => {
+    let n = 0;
+    let bytes = 0;
+    while (n < queue.length && n < opts.batchRows && (n === 0 || bytes + queue[n]!.length <= batchBytes)) {
+      bytes += queue[n]!.length;
+      n++;
+    }
+    const batch = queue.slice(0, n);
+    queue = queue.slice(n);
+    queueBytes -= bytes;
+    return batch;
+  };
   let dbUp = false;
   let lastError: string | null = null;
   let flushing: Promise<void> | undefined;
@@ -43,6 +92,8 @@ export function createAuditLog(opts: AuditLogOptions) {
   let closed = false;
   /** True until the first connection attempt ends: records wait in memory rather than go to the spool. */
   let starting = true;
+  /** Set when shutdown stopped waiting for the store: nothing more is sent to it. */
+  let abandoned = false;
 
   /**
    * Insert lines; when the store refuses them for their data, halve the batch until the refused records are
@@ -51,7 +102,12 @@ export function createAuditLog(opts: AuditLogOptions) {
   const write = async (lines: readonly string[]): Promise<void> => {
     const started = performance.now();
     try {
-      await store.insert(asArray(lines));
+      writing.add(lines);
+      try {
+        await store.insert(asArray(lines));
+      } finally {
+        writing.delete(lines);
+      }
     } catch (err) {
       if (!isDataError(err)) throw err;
       if (lines.length === 1) {
@@ -94,7 +150,7 @@ export function createAuditLog(opts: AuditLogOptions) {
       lastAttempt = performance.now();
       try {
         if (!dbUp) await store.init();
-        const replayed = await spool.replay((lines) => write(lines));
+        const replayed = await spool.replay((lines) => write(lines), opts.batchRows, batchBytes);
         if (!dbUp) log?.('info', 'audit store available', { store: store.kind, replayed });
         dbUp = true;
         lastError = null;
@@ -113,14 +169,14 @@ export function createAuditLog(opts: AuditLogOptions) {
       if (overflow.length > 0) {
         const lines = overflow;
         overflow = [];
-        await spool.append(lines);
+        overflowBytes = 0;
+        await toSpool(lines);
       }
       // Still connecting (PGlite's first start runs initdb): hold records rather than spool them all.
       if (!dbUp && starting && !closed && queue.length < opts.maxQueue) return;
       while (queue.length > 0) {
-        const batch = queue.slice(0, opts.batchRows);
-        queue = queue.slice(batch.length);
-        if (dbUp) {
+        const batch = takeBatch();
+        if (dbUp && !abandoned) {
           try {
             await write(batch);
             continue;
@@ -128,7 +184,7 @@ export function createAuditLog(opts: AuditLogOptions) {
             down(err, batch.length);
           }
         }
-        await spool.append(batch);
+        await toSpool(batch);
       }
     })().finally(() => {
       flushing = undefined;
@@ -151,13 +207,18 @@ export function createAuditLog(opts: AuditLogOptions) {
   const sink: AuditSink = {
     record(r: AuditRecord) {
       const line = toAuditJson(r);
-      if (queue.length >= opts.maxQueue) {
+      if (queue.length >= opts.maxQueue || queueBytes + line.length > maxQueueBytes) {
+        // The store is slow or gone: records go to disk. If even the spool falls a whole queue behind, the
+        // disk cannot keep up: drop, counted, rather than hold requests' inputs in memory without bound.
+        if (overflowBytes + line.length > maxQueueBytes) return dropped(1, 'overflow');
         overflow.push(line);
+        overflowBytes += line.length;
         if (overflow.length === 1) setImmediate(() => void flush());
         return;
       }
       queue.push(line);
-      if (queue.length === opts.batchRows) setImmediate(() => void flush());
+      queueBytes += line.length;
+      if (queue.length === opts.batchRows || queueBytes >= batchBytes) setImmediate(() => void flush());
     },
   };
 
@@ -172,19 +233,50 @@ export function createAuditLog(opts: AuditLogOptions) {
       audit_queue: queue.length + overflow.length,
       audit_spool_rows: spool.rows,
       audit_dead_letter_rows: deadLetter.rows,
+      audit_dropped_rows: droppedRows,
       ...(lastError ? { audit_error: lastError } : {}),
     }),
     queueDepth: () => queue.length + overflow.length,
     spoolRows: () => spool.rows,
-    /** Write or spool everything still held, then let go of the store. */
-    async close() {
+    /**
+     * Write or spool everything still held, then let go of the store, within `timeoutMs`: a store that has
+     * stopped answering is waited for only so long, then everything it still holds (the batches in flight
+     * included) is spooled and fsynced. A batch both spooled and, late, written is replayed as a no-op
+     * (inserts skip ids already present).
+     */
+    async close(timeoutMs = 10_000) {
       closed = true;
       clearInterval(ticker);
-      await recovering;
-      await flush();
-      if (dbUp && spool.rows > 0) await recover();
+      const deadline = performance.now() + timeoutMs;
+      const within = (p: Promise<unknown> | undefined) =>
+        p === undefined
+          ? Promise.resolve(true)
+          : Promise.race([
+              p.then(
+                () => true,
+                () => true,
+              ),
+              new Promise<boolean>((r) =>
+                setTimeout(() => r(false), Math.max(0, deadline - performance.now())),
+              ),
+            ]);
+      let finished = (await within(recovering)) && (await within(flush()));
+      if (finished && dbUp && spool.rows > 0) finished = await within(recover());
+      if (!finished) {
+        abandoned = true;
+        dbUp = false;
+        const held = [...writing].flat().concat(queue, overflow);
+        queue = [];
+        overflow = [];
+        queueBytes = 0;
+        overflowBytes = 0;
+        log?.('warn', 'audit store did not answer before the shutdown deadline: spooling what it held', {
+          rows: held.length,
+        });
+        await toSpool(held);
+      }
       await spool.sync();
-      await store.close();
+      await within(store.close());
     },
   });
 }

@@ -4,13 +4,18 @@ import { type AuditStore, INSERT_SQL, SCHEMA_SQL } from '../../core/audit-sql.js
 export function createPgStore(opts: {
   url: string;
   poolSize?: number;
-  statementTimeoutMs?: number;
+  /** Most ms a call may take, measured here: a database that accepts bytes and never answers is down. */
+  timeoutMs?: number;
 }): AuditStore {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
   const pool = new pg.Pool({
     connectionString: opts.url,
     max: opts.poolSize ?? 4,
-    connectionTimeoutMillis: 2000,
-    statement_timeout: opts.statementTimeoutMs ?? 10_000,
+    connectionTimeoutMillis: Math.min(2000, timeoutMs),
+    // The server's own limit, and the client's: statement_timeout alone cannot fire when the network (or
+    // the server) holds the bytes; query_timeout does, and its connection is discarded, not reused.
+    statement_timeout: timeoutMs,
+    query_timeout: timeoutMs + 1000,
     idleTimeoutMillis: 30_000,
   });
   // A dropped idle connection is reported here; the next query gets a fresh one.

@@ -1,15 +1,26 @@
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { appendFile, open, readFile, rename, unlink } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, readdirSync, readSync } from 'node:fs';
+import { appendFile, open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 
 const ACTIVE = 'audit-spool.jsonl';
 const REPLAYING = /^audit-spool-\d+-\d+\.replaying\.jsonl$/;
 
-const countLines = (text: string) => {
+/** Lines in a file, read a megabyte at a time (a spool of large records may be hundreds of MB). */
+function countLines(path: string): number {
+  const fd = openSync(path, 'r');
+  const buf = Buffer.allocUnsafe(1024 * 1024);
   let n = 0;
-  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++;
-  return n;
-};
+  try {
+    for (;;) {
+      const read = readSync(fd, buf, 0, buf.length, null);
+      if (read === 0) return n;
+      for (let i = buf.indexOf(10); i !== -1 && i < read; i = buf.indexOf(10, i + 1)) n++;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /**
  * An append-only file of audit records (one JSON per line) for when the database cannot take them. Replay
@@ -22,7 +33,7 @@ export function createSpool(dir: string) {
   const active = join(dir, ACTIVE);
   let rows = 0;
   for (const f of readdirSync(dir)) {
-    if (f === ACTIVE || REPLAYING.test(f)) rows += countLines(readFileSync(join(dir, f), 'utf8'));
+    if (f === ACTIVE || REPLAYING.test(f)) rows += countLines(join(dir, f));
   }
   let writing: Promise<unknown> = Promise.resolve();
   let seq = 0;
@@ -41,29 +52,78 @@ export function createSpool(dir: string) {
       writing = done.catch(() => {});
       return done;
     },
-    /** Hand every spooled line to `insert`, oldest first, `chunk` at a time. Returns lines replayed. */
-    async replay(insert: (lines: string[]) => Promise<void>, chunk = 1000): Promise<number> {
+    /**
+     * Hand every spooled line to `insert`, oldest first, at most `chunk` lines and `chunkBytes` bytes at a
+     * time (at least one line), read as a stream: a spool of large records (hundreds of MB) is never held in
+     * memory whole, nor sent as one statement. Returns lines replayed.
+     */
+    async replay(
+      insert: (lines: string[]) => Promise<void>,
+      chunk = 1000,
+      chunkBytes = 8 * 1024 * 1024,
+    ): Promise<number> {
       await writing;
       let replayed = 0;
       const pending = readdirSync(dir)
         .filter((f) => REPLAYING.test(f))
         .sort();
-      let activeText = '';
+      let hasActive = false;
       try {
-        activeText = await readFile(active, 'utf8');
+        hasActive = (await stat(active)).size > 0;
       } catch {}
-      if (activeText.length > 0) {
+      if (hasActive) {
         const moved = `audit-spool-${Date.now()}-${seq++}.replaying.jsonl`;
         await rename(active, join(dir, moved));
         pending.push(moved);
       }
       for (const f of pending) {
         const path = join(dir, f);
-        const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l.length > 0);
-        for (let i = 0; i < lines.length; i += chunk) await insert(lines.slice(i, i + chunk));
+        let lines: string[] = [];
+        let bytes = 0;
+        let inFile = 0;
+        const send = async () => {
+          if (lines.length === 0) return;
+          const batch = lines;
+          lines = [];
+          bytes = 0;
+          await insert(batch);
+        };
+        // Read a megabyte at a time and wait for each insert before reading on (readline's async iterator
+        // reads ahead without bound, which held a 560 MB spool in memory).
+        const fh = await open(path, 'r');
+        try {
+          const buf = Buffer.allocUnsafe(1024 * 1024);
+          const decoder = new StringDecoder('utf8');
+          let partial = '';
+          for (;;) {
+            const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+            if (bytesRead === 0) break;
+            const text = partial + decoder.write(buf.subarray(0, bytesRead));
+            let start = 0;
+            for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+              const line = text.slice(start, nl);
+              start = nl + 1;
+              if (line.length === 0) continue;
+              if (lines.length > 0 && (lines.length >= chunk || bytes + line.length > chunkBytes))
+                await send();
+              lines.push(line);
+              bytes += line.length;
+              inFile++;
+            }
+            partial = text.slice(start);
+          }
+          const last = partial + decoder.end();
+          if (last.length > 0) {
+            lines.push(last);
+            inFile++;
+          }
+        } finally {
+          await fh.close();
+        }
+        await send();
         await unlink(path);
-        rows -= lines.length;
-        replayed += lines.length;
+        rows -= inFile;
+        replayed += inFile;
       }
       return replayed;
     },
