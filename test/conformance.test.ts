@@ -8,6 +8,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer } from './server.js';
+import { freshDatabase } from './services.js';
 
 const RUNS = Number(process.env.CONFORMANCE_RUNS ?? 300);
 const SEED = Number(process.env.CONFORMANCE_SEED ?? 20261124);
@@ -16,17 +17,28 @@ const SEED = Number(process.env.CONFORMANCE_SEED ?? 20261124);
 type Json = any;
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
+let db: Awaited<ReturnType<typeof freshDatabase>>;
 let doc: Json;
 let modelNames: string[];
 beforeAll(async () => {
   // A small body limit, so generated bodies reach the 413 path too; the batcher's queue bound is left at
   // its default, and the conformance run never fills it.
-  server = await startTestServer({ MAX_BODY_BYTES: '65536', MAX_ROWS_PER_REQUEST: '64' });
+  // The audit log is on, in a Postgres database of its own, so the audit routes answer (and are probed).
+  db = await freshDatabase('conformance');
+  server = await startTestServer({
+    MAX_BODY_BYTES: '65536',
+    MAX_ROWS_PER_REQUEST: '64',
+    AUDIT: 'on',
+    DATABASE_URL: db.url,
+  });
   doc = await (await fetch(`${server.url}/openapi.json`)).json();
   const models: Json = await (await fetch(`${server.url}/models`)).json();
   modelNames = models.models.map((m: { name: string }) => m.name);
 });
-afterAll(() => server?.close());
+afterAll(async () => {
+  await server?.close();
+  await db?.drop();
+});
 
 const resolve = (schema: Json): Json => {
   if (schema?.$ref) {

@@ -6,6 +6,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { routePath } from 'hono/route';
 import { type ErrorCode, ServeError } from './errors.js';
+import { auditRoutes } from './routes/audit.js';
 import { type AppConfig, type AppDeps, createRouteContext } from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
@@ -60,6 +61,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', v2Routes(ctx));
   app.route('/', modelRoutes(ctx));
   app.route('/', healthRoutes(ctx));
+  app.route('/', auditRoutes(ctx));
 
   let document: unknown;
   const getDocument = () => {
@@ -77,6 +79,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
         { name: 'open inference protocol v2', description: 'KServe / Triton clients' },
         { name: 'models', description: 'What is loaded' },
         { name: 'health', description: 'Liveness and readiness' },
+        { name: 'audit', description: 'Reading the audit log back' },
         { name: 'operations', description: 'Metrics and documentation' },
       ],
     });

@@ -32,6 +32,45 @@ INSERT INTO ${AUDIT_TABLE}
 SELECT * FROM jsonb_populate_recordset(NULL::${AUDIT_TABLE}, $1::jsonb)
 ON CONFLICT (id) DO NOTHING`;
 
+const SUMMARY_COLUMNS =
+  'id, request_id, time, route, model, model_version, model_sha256, rows, latency_ms, cache, status, client_id';
+
+/** One record by id, whole. */
+export const AUDIT_BY_ID_SQL = `SELECT * FROM ${AUDIT_TABLE} WHERE id = $1`;
+
+/**
+ * A search, newest first, every filter a parameter (the indexes serve request id, and model and version
+ * over time). Without `include_io` the summary columns only: inputs may be megabytes each.
+ */
+export function auditSearchSql(q: {
+  request_id?: string;
+  model?: string;
+  version?: string;
+  since?: string;
+  until?: string;
+  limit: number;
+  include_io: boolean;
+}): { sql: string; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const add = (clause: (n: string) => string, value: unknown) => {
+    params.push(value);
+    where.push(clause(`$${params.length}`));
+  };
+  if (q.request_id !== undefined) add((n) => `request_id = ${n}`, q.request_id);
+  if (q.model !== undefined) add((n) => `model = ${n}`, q.model);
+  if (q.version !== undefined) add((n) => `model_version = ${n}`, q.version);
+  if (q.since !== undefined) add((n) => `time >= ${n}::timestamptz`, q.since);
+  if (q.until !== undefined) add((n) => `time < ${n}::timestamptz`, q.until);
+  params.push(q.limit);
+  const columns = q.include_io ? '*' : SUMMARY_COLUMNS;
+  const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+  return {
+    sql: `SELECT ${columns} FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id LIMIT $${params.length}`,
+    params,
+  };
+}
+
 /**
  * Whether a failed insert was refused for its data (SQLSTATE classes 22 data exception, 23 integrity, 54
  * program limit, e.g. a jsonb too large) rather than because the store is unreachable: such a batch will

@@ -21,6 +21,25 @@ export interface AuditRecord {
   client_id: string | null;
 }
 
+/** What a search of the audit log may ask; every field narrows it. */
+export interface AuditQuery {
+  request_id?: string;
+  model?: string;
+  version?: string;
+  /** ISO 8601 times: records at or after `since`, before `until`. */
+  since?: string;
+  until?: string;
+  limit: number;
+  /** Include each record's input and output (they may be megabytes); otherwise the summary only. */
+  include_io: boolean;
+}
+
+/** Reading the audit log back: "what did we tell this customer, with which model?" */
+export interface AuditReader {
+  get(id: string): Promise<Record<string, unknown> | undefined>;
+  search(q: AuditQuery): Promise<Record<string, unknown>[]>;
+}
+
 /** Takes records without waiting: writing them is never on the request's path. */
 export interface AuditSink {
   record(r: AuditRecord): void;

@@ -22,6 +22,8 @@ export const ERROR_STATUS = {
   ERR_DEADLINE_EXCEEDED: 504,
   ERR_NOT_READY: 503,
   ERR_SHUTTING_DOWN: 503,
+  /** The audit store cannot be read now (down, or not configured here). */
+  ERR_AUDIT_UNAVAILABLE: 503,
   /** The client went away mid-body: nobody receives this answer; it is counted, not logged as a fault. */
   ERR_CLIENT_CLOSED: 499,
   ERR_INFERENCE: 500,

@@ -6,8 +6,23 @@ export {
   createAdmission,
 } from './admission.js';
 export { type AppConfig, type AppDeps, createApp } from './app.js';
-export { type AuditRecord, type AuditSink, cacheSummary, toAuditJson } from './audit.js';
-export { AUDIT_TABLE, type AuditStore, INSERT_SQL, SCHEMA_SQL } from './audit-sql.js';
+export {
+  type AuditQuery,
+  type AuditReader,
+  type AuditRecord,
+  type AuditSink,
+  cacheSummary,
+  toAuditJson,
+} from './audit.js';
+export {
+  AUDIT_BY_ID_SQL,
+  AUDIT_TABLE,
+  type AuditStore,
+  auditSearchSql,
+  INSERT_SQL,
+  isDataError,
+  SCHEMA_SQL,
+} from './audit-sql.js';
 export type {
   BackendStats,
   Dim,

@@ -363,3 +363,70 @@ export const BATCH_EXAMPLES = {
     value: { instances: [[5.1, 3.5, 1.4, 0.2]] },
   },
 };
+
+export const AuditIdParams = z.object({
+  id: z
+    .uuid()
+    .openapi({ param: { name: 'id', in: 'path' }, example: '0b9a3c1e-2f4d-4c5b-9a7e-1d2c3b4a5f60' }),
+});
+
+export const AuditSearchQuery = z.object({
+  request_id: z
+    .string()
+    .min(1)
+    .max(200)
+    .optional()
+    .openapi({ param: { name: 'request_id', in: 'query' }, example: 'customer-42-2026-11-24' }),
+  model: z
+    .string()
+    .min(1)
+    .optional()
+    .openapi({ param: { name: 'model', in: 'query' }, example: 'churn' }),
+  version: z
+    .string()
+    .min(1)
+    .optional()
+    .openapi({ param: { name: 'version', in: 'query' }, example: '2' }),
+  since: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .openapi({ param: { name: 'since', in: 'query' }, example: '2026-11-24T00:00:00Z' }),
+  until: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .openapi({ param: { name: 'until', in: 'query' } }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .default(100)
+    .openapi({ param: { name: 'limit', in: 'query' }, example: 100 }),
+  include_io: z
+    .enum(['true', 'false'])
+    .default('false')
+    .openapi({ param: { name: 'include_io', in: 'query' }, description: 'Include inputs and outputs' }),
+});
+
+export const AuditEntry = z
+  .object({
+    id: z.string(),
+    request_id: z.string(),
+    time: z.string(),
+    route: z.string(),
+    model: z.string(),
+    model_version: z.string(),
+    model_sha256: z.string(),
+    rows: z.number(),
+    latency_ms: z.number(),
+    cache: z.string().nullable(),
+    status: z.number(),
+    client_id: z.string().nullable(),
+    input: z.unknown().optional(),
+    output: z.unknown().optional(),
+  })
+  .openapi('AuditEntry');
+
+export const AuditSearchResult = z
+  .object({ count: z.number(), records: z.array(AuditEntry) })
+  .openapi('AuditSearchResult');

@@ -212,6 +212,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       health: healthOf(l1, redis, audit),
       cache,
       audit,
+      auditReader: audit?.reader,
       admission,
       docsAsset: createDocsAssets(),
     },

@@ -2,7 +2,7 @@
 import type { Context } from 'hono';
 import type { Admission } from '../admission.js';
 import { type Answer, createAnswer } from '../answer.js';
-import type { AuditSink } from '../audit.js';
+import type { AuditReader, AuditSink } from '../audit.js';
 import type { TieredCache } from '../cache.js';
 import { ServeError } from '../errors.js';
 import { createJsonReader, type JsonReader, yieldTurn } from '../http.js';
@@ -28,6 +28,8 @@ export interface AppDeps {
   cache?: TieredCache;
   /** Where audit records go; absent = none. */
   audit?: AuditSink;
+  /** Reads the audit log back (GET /audit); absent = those routes answer 503 ERR_AUDIT_UNAVAILABLE. */
+  auditReader?: AuditReader;
   /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */
   admission?: Admission;
   /**

@@ -1,5 +1,5 @@
-import { type AuditRecord, type AuditSink, toAuditJson } from '../../core/audit.js';
-import { type AuditStore, isDataError } from '../../core/audit-sql.js';
+import { type AuditReader, type AuditRecord, type AuditSink, toAuditJson } from '../../core/audit.js';
+import { AUDIT_BY_ID_SQL, type AuditStore, auditSearchSql, isDataError } from '../../core/audit-sql.js';
 import type { DeadLetter } from './dead-letter.js';
 import type { Spool } from './spool.js';
 
@@ -222,7 +222,19 @@ export function createAuditLog(opts: AuditLogOptions) {
     },
   };
 
+  /** Reads go to the store directly (records still queued or spooled are not there yet). */
+  const reader: AuditReader = {
+    async get(id) {
+      return (await store.query<Record<string, unknown>>(AUDIT_BY_ID_SQL, [id]))[0];
+    },
+    async search(q) {
+      const { sql, params } = auditSearchSql(q);
+      return store.query<Record<string, unknown>>(sql, params);
+    },
+  };
+
   return Object.assign(sink, {
+    reader,
     /** Resolves after the first connection attempt (and spool replay), whatever its outcome. */
     ready,
     flush,

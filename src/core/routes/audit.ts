@@ -1,0 +1,84 @@
+/**
+ * Reading the audit log back: one record by id, or a search by request id, model, version and time, so a
+ * user can answer "what did we tell this customer, with which model?". Records appear once written (within
+ * AUDIT_FLUSH_MS while the store is up). Once API keys exist these routes take the admin scope.
+ */
+import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import type { AuditReader } from '../audit.js';
+import { ServeError } from '../errors.js';
+import { validationError } from '../http.js';
+import { errorResponses, json, register } from '../openapi.js';
+import * as S from '../schemas.js';
+import type { RouteContext } from './context.js';
+
+const tags = ['audit'];
+
+const unavailable = (cause?: unknown) =>
+  new ServeError('ERR_AUDIT_UNAVAILABLE', 'the audit store cannot be read now; retry shortly', {
+    retryAfterSeconds: 1,
+    cause,
+  });
+
+/** Times as ISO strings whatever the store hands back (Postgres gives Date objects). */
+function normalize(row: Record<string, unknown>): Record<string, unknown> {
+  const time = row.time;
+  return { ...row, time: time instanceof Date ? time.toISOString() : String(time) };
+}
+
+export function auditRoutes(ctx: RouteContext) {
+  const app = new OpenAPIHono();
+  const reader = (): AuditReader => {
+    const r = ctx.deps.auditReader;
+    if (!r) throw unavailable();
+    return r;
+  };
+  const read = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw err instanceof ServeError ? err : unavailable(err);
+    }
+  };
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/audit/{id}',
+      tags,
+      summary: 'One audit record, whole: input, output, model version and sha256',
+      request: { params: S.AuditIdParams },
+      responses: { 200: json(S.AuditEntry, 'The record'), ...errorResponses(404, 422, 503) },
+    }),
+    async (c: Context) => {
+      const params = S.AuditIdParams.safeParse({ id: c.req.param('id') });
+      if (!params.success) throw validationError(params.error);
+      const row = await read(() => reader().get(params.data.id));
+      if (!row) {
+        throw new ServeError('ERR_NOT_FOUND', `no audit record ${params.data.id} (yet)`, { field: 'id' });
+      }
+      return c.json(normalize(row));
+    },
+  );
+
+  register(
+    app,
+    createRoute({
+      method: 'get',
+      path: '/audit',
+      tags,
+      summary: 'Search the audit log, newest first: by request id, model, version, time',
+      request: { query: S.AuditSearchQuery },
+      responses: { 200: json(S.AuditSearchResult, 'Matching records'), ...errorResponses(422, 503) },
+    }),
+    async (c: Context) => {
+      const query = S.AuditSearchQuery.safeParse(c.req.query());
+      if (!query.success) throw validationError(query.error);
+      const { include_io, ...q } = query.data;
+      const rows = await read(() => reader().search({ ...q, include_io: include_io === 'true' }));
+      return c.json({ count: rows.length, records: rows.map(normalize) });
+    },
+  );
+  return app;
+}

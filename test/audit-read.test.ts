@@ -1,0 +1,103 @@
+/** Reading the audit log back over HTTP, against the real Postgres: "what did we tell this customer?" */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { json, startTestServer } from './server.js';
+import { freshDatabase } from './services.js';
+
+let server: Awaited<ReturnType<typeof startTestServer>>;
+let db: Awaited<ReturnType<typeof freshDatabase>>;
+beforeAll(async () => {
+  db = await freshDatabase('auditread');
+  server = await startTestServer({ AUDIT: 'on', DATABASE_URL: db.url, AUDIT_FLUSH_MS: '20' });
+});
+afterAll(async () => {
+  await server?.close();
+  await db?.drop();
+});
+
+describe('GET /audit', () => {
+  it('finds a customer’s predictions by request id, with the model version that answered and what it said', async () => {
+    const features = {
+      tenure_months: 3,
+      monthly_charges: 99,
+      total_charges: 297,
+      contract_length: 1,
+      num_products: 1,
+      support_tickets: 6,
+      satisfaction_score: 1.5,
+    };
+    const before = new Date(Date.now() - 1000).toISOString();
+    const v1 = await json(
+      await server.post('/predict', { features, model: 'churn', version: '1', request_id: 'customer-42' }),
+    );
+    const v2 = await json(await server.post('/predict', { features, request_id: 'customer-42' }));
+    await json(await server.post('/predict', { features, request_id: 'customer-7' }));
+    await expect
+      .poll(async () => (await json(await server.get('/audit?request_id=customer-42'))).count, {
+        timeout: 5000,
+      })
+      .toBe(2);
+    const found = await json(await server.get('/audit?request_id=customer-42'));
+    // Newest first, summaries only unless asked.
+    expect(found.records.map((r: { model_version: string }) => r.model_version)).toEqual(['2', '1']);
+    for (const r of found.records) {
+      expect(r.model).toBe('churn');
+      expect(r.status).toBe(200);
+      expect(r.input).toBeUndefined();
+      expect(Date.parse(r.time)).toBeGreaterThanOrEqual(Date.parse(before));
+    }
+    const whole = await json(await server.get(`/audit/${found.records[1].id}`));
+    expect(whole.input).toEqual(features);
+    expect(whole.output.probability).toBeCloseTo(v1.probability, 4);
+    expect(whole.model_sha256).toMatch(/^[0-9a-f]{64}$/);
+    const withIo = await json(await server.get('/audit?request_id=customer-42&include_io=true'));
+    expect(withIo.records[0].output.probability).toBeCloseTo(v2.probability, 4);
+    // By model and version, within a time window.
+    const byVersion = await json(
+      await server.get(`/audit?model=churn&version=1&since=${encodeURIComponent(before)}`),
+    );
+    expect(byVersion.records.every((r: { model_version: string }) => r.model_version === '1')).toBe(true);
+    expect(byVersion.count).toBeGreaterThanOrEqual(1);
+    const future = await json(await server.get('/audit?request_id=customer-42&since=2999-01-01T00:00:00Z'));
+    expect(future.count).toBe(0);
+    expect((await json(await server.get('/audit?limit=1'))).count).toBe(1);
+  });
+
+  it('refuses bad queries naming the field, and answers 404 for an unknown id', async () => {
+    for (const [query, field] of [
+      ['since=yesterday', 'since'],
+      ['until=2026-13-45T00:00:00Z', 'until'],
+      ['limit=0', 'limit'],
+      ['limit=5000', 'limit'],
+      ['include_io=yes', 'include_io'],
+      [`request_id=${'x'.repeat(201)}`, 'request_id'],
+    ] as const) {
+      const res = await server.get(`/audit?${query}`);
+      expect(res.status, query).toBe(422);
+      expect((await json(res)).error.field, query).toBe(field);
+    }
+    const notUuid = await server.get('/audit/not-a-uuid');
+    expect(notUuid.status).toBe(422);
+    expect((await json(notUuid)).error.field).toBe('id');
+    const unknown = await server.get('/audit/00000000-0000-4000-8000-000000000000');
+    expect(unknown.status).toBe(404);
+    expect((await json(unknown)).error).toMatchObject({ code: 'ERR_NOT_FOUND', field: 'id' });
+    // A hostile request id is a parameter, never SQL.
+    const hostile = await server.get(`/audit?request_id=${encodeURIComponent("x' OR '1'='1")}`);
+    expect(hostile.status).toBe(200);
+    expect((await json(hostile)).count).toBe(0);
+  });
+});
+
+describe('without a readable store', () => {
+  it('answers 503 ERR_AUDIT_UNAVAILABLE with Retry-After', async () => {
+    const off = await startTestServer({ AUDIT: 'off' });
+    try {
+      const res = await off.get('/audit?request_id=x');
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect((await json(res)).error.code).toBe('ERR_AUDIT_UNAVAILABLE');
+    } finally {
+      await off.close();
+    }
+  });
+});
