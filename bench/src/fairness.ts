@@ -33,6 +33,24 @@ function percentile(xs: number[], p: number): number {
 }
 const round = (x: number) => Math.round(x * 10) / 10;
 
+/** Latencies (ms) of answered and refused requests as rates and percentiles. */
+const byStatus = (ok: number[], refused: number[], other: number, errors: number, seconds: number) => ({
+  okPerSec: Math.round(ok.length / seconds),
+  okP50: round(percentile(ok, 50)),
+  okP99: round(percentile(ok, 99)),
+  refusedPerSec: Math.round(refused.length / seconds),
+  refusedP99: round(percentile(refused, 99)),
+  other,
+  errors,
+});
+
+/** Each figure's median over the rounds. */
+function printMedians(label: string, rounds: Record<string, number>[]) {
+  const keys = Object.keys(rounds[0]!);
+  const medians = Object.fromEntries(keys.map((k) => [k, median(rounds.map((x) => x[k]!))]));
+  console.log(`${label} median of ${rounds.length}: ${JSON.stringify(medians)}`);
+}
+
 async function server(port: number, env: Record<string, string>) {
   return startProcess({
     name: `onnx-serve:${port}`,
@@ -166,10 +184,7 @@ async function fairness() {
       );
       rounds.push(row);
     }
-    const keys = Object.keys(rounds[0]!);
-    console.log(
-      `fairness median of ${ROUNDS}: ${JSON.stringify(Object.fromEntries(keys.map((k) => [k, median(rounds.map((x) => x[k]!))])))}`,
-    );
+    printMedians('fairness', rounds);
   } finally {
     await s.stop();
   }
@@ -201,15 +216,7 @@ async function loadByStatus(url: string, connections: number, seconds: number) {
     else other++;
   });
   const result = await done;
-  return {
-    okPerSec: Math.round(ok.length / seconds),
-    okP50: round(percentile(ok, 50)),
-    okP99: round(percentile(ok, 99)),
-    refusedPerSec: Math.round(refused.length / seconds),
-    refusedP99: round(percentile(refused, 99)),
-    other,
-    errors: result.errors + result.timeouts,
-  };
+  return byStatus(ok, refused, other, result.errors + result.timeouts, seconds);
 }
 
 /**
@@ -268,15 +275,7 @@ async function politeClients(url: string, connections: number, seconds: number) 
     }),
   );
   agent.destroy();
-  return {
-    okPerSec: Math.round(ok.length / seconds),
-    okP50: round(percentile(ok, 50)),
-    okP99: round(percentile(ok, 99)),
-    refusedPerSec: Math.round(refused.length / seconds),
-    refusedP99: round(percentile(refused, 99)),
-    other,
-    errors,
-  };
+  return byStatus(ok, refused, other, errors, seconds);
 }
 
 async function overload() {
@@ -309,10 +308,7 @@ async function overload() {
       console.log(`overload round ${r + 1}: ${JSON.stringify(row)}`);
       rounds.push(row);
     }
-    const keys = Object.keys(rounds[0]!);
-    console.log(
-      `overload median of ${ROUNDS}: ${JSON.stringify(Object.fromEntries(keys.map((k) => [k, median(rounds.map((x) => x[k]!))])))}`,
-    );
+    printMedians('overload', rounds);
   } finally {
     await s.stop();
   }

@@ -1,3 +1,5 @@
+import type { AuditQuery } from './audit.js';
+
 /** The audit table: the same SQL for Postgres, the embedded PGlite store, and the edge's queue consumer. */
 export const AUDIT_TABLE = 'prediction_audit';
 
@@ -42,15 +44,7 @@ export const AUDIT_BY_ID_SQL = `SELECT * FROM ${AUDIT_TABLE} WHERE id = $1`;
  * A search, newest first, every filter a parameter (the indexes serve request id, and model and version
  * over time). Without `include_io` the summary columns only: inputs may be megabytes each.
  */
-export function auditSearchSql(q: {
-  request_id?: string;
-  model?: string;
-  version?: string;
-  since?: string;
-  until?: string;
-  limit: number;
-  include_io: boolean;
-}): { sql: string; params: unknown[] } {
+export function auditSearchSql(q: AuditQuery): { sql: string; params: unknown[] } {
   const where: string[] = [];
   const params: unknown[] = [];
   const add = (clause: (n: string) => string, value: unknown) => {

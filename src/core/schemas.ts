@@ -377,16 +377,7 @@ export const AuditSearchQuery = z.object({
     .max(200)
     .optional()
     .openapi({ param: { name: 'request_id', in: 'query' }, example: 'customer-42-2026-11-24' }),
-  model: z
-    .string()
-    .min(1)
-    .optional()
-    .openapi({ param: { name: 'model', in: 'query' }, example: 'churn' }),
-  version: z
-    .string()
-    .min(1)
-    .optional()
-    .openapi({ param: { name: 'version', in: 'query' }, example: '2' }),
+  ...ModelQuery.shape,
   since: z.iso
     .datetime({ offset: true })
     .optional()
