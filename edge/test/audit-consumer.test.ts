@@ -5,6 +5,7 @@
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from 'cloudflare:test';
 import { afterAll, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/core/index.js';
+import { consumeAuditBatch } from '../src/audit-consumer.js';
 import { createQueueAuditSink, type SpillPointer } from '../src/audit-queue.js';
 import worker, { type Env } from '../src/index.js';
 
@@ -109,10 +110,19 @@ it('writes inline and spilled records to Postgres, then deletes the spilled obje
   expect(await testEnv.AUDIT_SPILL!.head(pointer.audit_spill)).toBeNull();
 });
 
-// An unreachable Postgres (a connect to 127.0.0.1:1 from workerd) once crashed the test host with an
-// unhandled ECONNRESET on a socket inside the pool's own proxy (not this code's), failing the whole edge
-// suite under load. The failure path it covered (keep the spilled object, retry the batch) is the one the
-// refused insert below takes.
+it('keeps the spilled object and retries when Postgres cannot be reached', async () => {
+  const big = record({ blob: 'q'.repeat(200_000) }, 'unreachable', false);
+  const bodies = await produce([big]);
+  const pointer = pointerIn(bodies);
+  const batch = batchOf(bodies);
+  const ctx = createExecutionContext();
+  await consumeAuditBatch(batch, 'postgresql://postgres:local@127.0.0.1:1/test', testEnv.AUDIT_SPILL);
+  const result = await getQueueResult(batch, ctx);
+  expect(result.retryBatch.retry).toBe(true);
+  expect(result.explicitAcks).toEqual([]);
+  expect(await testEnv.AUDIT_SPILL!.head(pointer.audit_spill)).not.toBeNull();
+});
+
 it('keeps the spilled object and retries when Postgres refuses the insert', async () => {
   const big = record({ blob: 'w'.repeat(200_000) }, 'refused', false);
   const bad = { ...record([1], 'bad-id', false), id: 'not-a-uuid' }; // Postgres refuses the statement
