@@ -149,3 +149,74 @@ describe('large bodies', () => {
     expect(metrics).toMatch(/^onnxserve_heavy_requests_active 0$/m);
   });
 });
+
+describe('the line for large bodies, probed', () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startTestServer({
+      HEAVY_BODY_BYTES: '2048',
+      HEAVY_MAX_CONCURRENT: '1',
+      HEAVY_MAX_WAITING: '2',
+      REQUEST_TIMEOUT_MS: '1500',
+      MAX_BODY_BYTES: '100000',
+    });
+  });
+  afterAll(() => server.close());
+
+  /** A raw client that sends headers (and maybe part of a body), then holds the connection open. */
+  const holder = (headers: string, body = '') => {
+    const { port, hostname } = new URL(server.url);
+    const socket = connect(Number(port), hostname);
+    let answer = '';
+    socket.on('data', (d) => (answer += d));
+    socket.on('error', () => {});
+    socket.write(
+      `POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${headers}\r\n${body}`,
+    );
+    return { socket, answer: () => answer };
+  };
+  const gauges = async () => {
+    const text = await (await server.get('/metrics')).text();
+    const read = (name: string) => Number(new RegExp(`^onnxserve_${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    return {
+      active: read('heavy_requests_active'),
+      waiting: read('heavy_requests_waiting'),
+      inFlight: read('requests_in_flight'),
+    };
+  };
+
+  it('a client that trickles its body holds the place only until the deadline, and one that leaves frees its place in line', async () => {
+    // The holder declares 5,000 bytes and sends 10: it keeps its connection, and for now the place.
+    const trickler = holder('Content-Length: 5000\r\n', '{"instanc');
+    await new Promise((r) => setTimeout(r, 100));
+    const leavers = [holder('Transfer-Encoding: chunked\r\n'), holder('Transfer-Encoding: chunked\r\n')];
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await gauges()).toMatchObject({ active: 1, waiting: 2 });
+    for (const l of leavers) l.socket.destroy();
+    await expect.poll(async () => (await gauges()).waiting, { timeout: 1000 }).toBe(0);
+    // Past REQUEST_TIMEOUT_MS (1.5 s) the trickler no longer holds the place, though its socket is open.
+    await expect.poll(async () => (await gauges()).active, { timeout: 3000 }).toBe(0);
+    expect(trickler.socket.destroyed).toBe(false);
+    const next = await server.post('/predict/batch', {
+      instances: rows(60, 7, 3).map((r) => r.map(Math.abs)),
+    });
+    expect(next.status).toBe(200);
+    trickler.socket.destroy();
+  });
+
+  it('refuses at once what it would refuse anyway: a bad X-Timeout-Ms, a body over the limit, and leaves other POSTs alone', async () => {
+    const blocker = holder('Content-Length: 5000\r\n', '{');
+    await new Promise((r) => setTimeout(r, 100));
+    const started = performance.now();
+    const big = { instances: rows(60, 7, 4).map((r) => r.map(Math.abs)) };
+    const badTimeout = await server.post('/predict/batch', big, { 'x-timeout-ms': 'soon' });
+    expect(badTimeout.status).toBe(422);
+    expect((await json(badTimeout)).error.field).toBe('x-timeout-ms');
+    const tooBig = await server.post('/predict/batch', { instances: rows(8000, 7, 5) });
+    expect(tooBig.status).toBe(413);
+    const notAPrediction = await server.post('/no-such-route', 'x'.repeat(5000));
+    expect(notAPrediction.status).toBe(404);
+    expect(performance.now() - started).toBeLessThan(500);
+    blocker.socket.destroy();
+  });
+});

@@ -70,6 +70,11 @@ describe('GET /audit', () => {
       ['limit=5000', 'limit'],
       ['include_io=yes', 'include_io'],
       [`request_id=${'x'.repeat(201)}`, 'request_id'],
+      // Values Postgres cannot take were a 503 "unavailable" from a healthy store (found by probing).
+      ['request_id=a%00b', 'request_id'],
+      ['model=churn%00', 'model'],
+      ['since=0000-01-01T00:00:00Z', 'since'],
+      ['until=0000-02-29T00:00:00Z', 'until'],
     ] as const) {
       const res = await server.get(`/audit?${query}`);
       expect(res.status, query).toBe(422);
@@ -85,6 +90,37 @@ describe('GET /audit', () => {
     const hostile = await server.get(`/audit?request_id=${encodeURIComponent("x' OR '1'='1")}`);
     expect(hostile.status).toBe(200);
     expect((await json(hostile)).count).toBe(0);
+  });
+});
+
+describe('large records', () => {
+  it('an include_io page stops at 16 MiB of inputs and outputs and says it was cut short', async () => {
+    // Seven 2.5 MB batch records (17.5 MB): at most seven fit in one page, and the page says so.
+    const instances = Array.from({ length: 9000 }, (_, r) =>
+      Array.from({ length: 20 }, (_, k) => ((r * 20 + k) % 977) / 3.7),
+    );
+    for (let i = 0; i < 7; i++) {
+      const res = await server.post('/predict/batch', {
+        model: 'fraud',
+        instances,
+        use_cache: false,
+        request_id: 'large-io',
+      });
+      expect(res.status).toBe(200);
+    }
+    await expect
+      .poll(async () => (await json(await server.get('/audit?request_id=large-io'))).count, {
+        timeout: 10_000,
+      })
+      .toBe(7);
+    const page = await json(await server.get('/audit?request_id=large-io&include_io=true'));
+    expect(page.truncated).toBe(true);
+    expect(page.count).toBeGreaterThan(0);
+    expect(page.count).toBeLessThan(7);
+    expect(page.records[0].input).toHaveLength(9000);
+    const one = await json(await server.get('/audit?request_id=large-io&include_io=true&limit=1'));
+    expect(one).toMatchObject({ count: 1, truncated: false });
+    expect(one.records[0].bytes_before).toBeUndefined();
   });
 });
 

@@ -26,8 +26,14 @@ export interface AdmissionOptions {
   heavyConcurrency: number;
   /** Most heavy requests waiting for a place; past it they are refused. */
   heavyMaxWaiting: number;
-  /** Most ms a heavy request waits for a place (less if its X-Timeout-Ms asks); then 504. */
+  /**
+   * Most ms a heavy request waits for a place (less if its X-Timeout-Ms asks), then 504; and most ms it
+   * holds one: a client trickling its body keeps its connection until the HTTP request timeout, but not
+   * the place others wait for.
+   */
   maxWaitMs: number;
+  /** Bodies declared larger are refused (413) at once, not after waiting in line. */
+  maxBodyBytes?: number;
   /**
    * Most ms a heavy request's next costly step (parsing, answering) waits while small requests are in
    * progress. Small requests then meet at most the one step already running; heavy ones still progress.
@@ -74,28 +80,58 @@ export function createAdmission(opts: AdmissionOptions) {
     } else heavyActive--;
   };
 
-  const waitForPlace = (ms: number) =>
+  /** Wait in line for a heavy place; leave the line at the deadline (504) or when the client goes (499). */
+  const waitForPlace = (ms: number, signal: AbortSignal | undefined) =>
     new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { admit: resolve, timer: undefined };
-      waiter.timer = setTimeout(() => {
+      const leave = (err: ServeError) => {
+        clearTimeout(waiter.timer);
+        signal?.removeEventListener('abort', onAbort);
         const i = waiting.indexOf(waiter);
         if (i >= 0) waiting.splice(i, 1);
-        reject(
-          new ServeError(
-            'ERR_DEADLINE_EXCEEDED',
-            `waited ${Math.round(ms)} ms for a turn among large requests`,
-          ),
-        );
-      }, ms);
+        reject(err);
+      };
+      const onAbort = () =>
+        leave(new ServeError('ERR_CLIENT_CLOSED', 'the client went away while waiting for a turn'));
+      const waiter: Waiter = {
+        admit: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        timer: setTimeout(
+          () =>
+            leave(
+              new ServeError(
+                'ERR_DEADLINE_EXCEEDED',
+                `waited ${Math.round(ms)} ms for a turn among large requests`,
+              ),
+            ),
+          ms,
+        ),
+      };
       waiting.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
 
   const middleware: MiddlewareHandler = async (c, next) => {
     if (c.req.method !== 'POST') return next();
+    // What would be refused anyway is refused now, not after a wait in line.
+    const timeoutHeader = c.req.header('x-timeout-ms');
+    const asked = timeoutHeader === undefined ? undefined : Number(timeoutHeader);
+    if (asked !== undefined && !(Number.isFinite(asked) && asked > 0)) {
+      throw new ServeError('ERR_VALIDATION', 'X-Timeout-Ms must be a positive number of milliseconds', {
+        field: 'x-timeout-ms',
+      });
+    }
     if (inFlight >= opts.maxInFlight) {
       throw overloaded(`${inFlight} prediction requests are in progress, the most this server takes`);
     }
     const declared = c.req.header('content-length');
+    if (declared !== undefined && opts.maxBodyBytes !== undefined && Number(declared) > opts.maxBodyBytes) {
+      c.header('Connection', 'close');
+      throw new ServeError('ERR_BODY_TOO_LARGE', `body is over ${opts.maxBodyBytes} bytes`, {
+        field: 'body',
+      });
+    }
     const heavy = declared === undefined || Number(declared) >= opts.heavyBodyBytes;
     if (heavy && heavyActive >= opts.heavyConcurrency && waiting.length >= opts.heavyMaxWaiting) {
       throw overloaded(
@@ -112,16 +148,22 @@ export function createAdmission(opts: AdmissionOptions) {
           lightDone();
         }
       }
+      const limit = asked === undefined ? opts.maxWaitMs : Math.min(asked, opts.maxWaitMs);
       if (heavyActive < opts.heavyConcurrency) heavyActive++;
-      else {
-        // The route validates X-Timeout-Ms and answers a bad one; here a usable one only shortens the wait.
-        const asked = Number(c.req.header('x-timeout-ms'));
-        await waitForPlace(asked > 0 ? Math.min(asked, opts.maxWaitMs) : opts.maxWaitMs);
-      }
+      else await waitForPlace(limit, c.req.raw.signal);
+      // The place is given back when the request ends, or at its deadline if it is still going then.
+      let held = true;
+      const giveBack = () => {
+        if (!held) return;
+        held = false;
+        clearTimeout(expiry);
+        releaseHeavy();
+      };
+      const expiry = setTimeout(giveBack, limit);
       try {
         return await next();
       } finally {
-        releaseHeavy();
+        giveBack();
       }
     } finally {
       inFlight--;

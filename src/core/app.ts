@@ -16,6 +16,14 @@ import { v2Routes } from './routes/v2.js';
 
 export type { AppConfig, AppDeps } from './routes/context.js';
 
+/** The routes admission control guards (Hono paths). */
+const PREDICTION_PATHS = [
+  '/predict',
+  '/predict/batch',
+  '/v2/models/:name/infer',
+  '/v2/models/:name/versions/:version/infer',
+];
+
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
 export function createApp(deps: AppDeps, config: AppConfig) {
@@ -32,8 +40,10 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
   });
 
-  // Refusals happen here, on the headers alone, before any route reads a body.
-  if (deps.admission) app.use('*', deps.admission.middleware);
+  // Refusals happen here, on the headers alone, before any route reads a body: prediction routes only.
+  if (deps.admission) {
+    for (const path of PREDICTION_PATHS) app.use(path, deps.admission.middleware);
+  }
 
   app.onError((err, c) => {
     let e: ServeError;

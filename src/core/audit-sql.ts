@@ -37,6 +37,9 @@ ON CONFLICT (id) DO NOTHING`;
 const SUMMARY_COLUMNS =
   'id, request_id, time, route, model, model_version, model_sha256, rows, latency_ms, cache, status, client_id';
 
+/** Most bytes of inputs and outputs one search answers with (`include_io`). */
+export const AUDIT_READ_MAX_BYTES = 16 * 1024 * 1024;
+
 /** One record by id, whole. */
 export const AUDIT_BY_ID_SQL = `SELECT * FROM ${AUDIT_TABLE} WHERE id = $1`;
 
@@ -57,10 +60,24 @@ export function auditSearchSql(q: AuditQuery): { sql: string; params: unknown[] 
   if (q.since !== undefined) add((n) => `time >= ${n}::timestamptz`, q.since);
   if (q.until !== undefined) add((n) => `time < ${n}::timestamptz`, q.until);
   params.push(q.limit);
-  const columns = q.include_io ? '*' : SUMMARY_COLUMNS;
+  const limit = `$${params.length}`;
   const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+  if (!q.include_io) {
+    return {
+      sql: `SELECT ${SUMMARY_COLUMNS} FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id LIMIT ${limit}`,
+      params,
+    };
+  }
+  // With inputs and outputs, records stop once they add up to AUDIT_READ_MAX_BYTES (the one that crosses it
+  // included, so a search always answers at least one): a record may hold megabytes.
+  params.push(AUDIT_READ_MAX_BYTES);
+  const size = 'octet_length(input::text) + octet_length(output::text)';
   return {
-    sql: `SELECT ${columns} FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id LIMIT $${params.length}`,
+    sql: `SELECT * FROM (
+      SELECT *, count(*) OVER () AS matches,
+        sum(${size}) OVER (ORDER BY time DESC, id ROWS UNBOUNDED PRECEDING) - (${size}) AS bytes_before
+      FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id LIMIT ${limit}
+    ) page WHERE bytes_before < $${params.length} ORDER BY time DESC, id`,
     params,
   };
 }

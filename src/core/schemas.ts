@@ -288,15 +288,22 @@ export const ModelVersionParams = ModelParams.extend({
     .min(1)
     .openapi({ param: { name: 'version', in: 'path' }, example: '1' }),
 });
+/** Postgres timestamps start at 4713 BC, but year 0000 in ISO is refused by its parser: 1 AD onwards. */
+const fromYearOne = (s: string) => !s.startsWith('0000');
+/** Postgres text cannot hold NUL: such a value can match no record (stored ones hold U+FFFD instead). */
+const noNul = (s: string) => !s.includes('\0');
+
 export const ModelQuery = z.object({
   model: z
     .string()
     .min(1)
+    .refine(noNul, 'must not contain NUL')
     .optional()
     .openapi({ param: { name: 'model', in: 'query' }, example: 'churn' }),
   version: z
     .string()
     .min(1)
+    .refine(noNul, 'must not contain NUL')
     .optional()
     .openapi({ param: { name: 'version', in: 'query' } }),
 });
@@ -375,15 +382,18 @@ export const AuditSearchQuery = z.object({
     .string()
     .min(1)
     .max(200)
+    .refine(noNul, 'must not contain NUL')
     .optional()
     .openapi({ param: { name: 'request_id', in: 'query' }, example: 'customer-42-2026-11-24' }),
   ...ModelQuery.shape,
   since: z.iso
     .datetime({ offset: true })
+    .refine(fromYearOne, 'must be in year 0001 or later')
     .optional()
     .openapi({ param: { name: 'since', in: 'query' }, example: '2026-11-24T00:00:00Z' }),
   until: z.iso
     .datetime({ offset: true })
+    .refine(fromYearOne, 'must be in year 0001 or later')
     .optional()
     .openapi({ param: { name: 'until', in: 'query' } }),
   limit: z.coerce
@@ -419,5 +429,11 @@ export const AuditEntry = z
   .openapi('AuditEntry');
 
 export const AuditSearchResult = z
-  .object({ count: z.number(), records: z.array(AuditEntry) })
+  .object({
+    count: z.number(),
+    truncated: z.boolean().openapi({
+      description: 'With include_io: the page stopped at 16 MiB of inputs and outputs; narrow the search',
+    }),
+    records: z.array(AuditEntry),
+  })
   .openapi('AuditSearchResult');

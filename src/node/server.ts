@@ -181,7 +181,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     batching: config.batching,
     onBatch: (entry, r) => metrics.batch(entry, r),
   });
-  const admission = createAdmission({ ...config.admission, maxWaitMs: config.requestTimeoutMs });
+  const admission = createAdmission({
+    ...config.admission,
+    maxWaitMs: config.requestTimeoutMs,
+    maxBodyBytes: config.maxBodyBytes,
+  });
   metrics.watch({
     admission: () => admission.stats(),
     pool: () => backend.stats(),

@@ -22,8 +22,8 @@ const unavailable = (cause?: unknown) =>
 
 /** Times as ISO strings whatever the store hands back (Postgres gives Date objects). */
 function normalize(row: Record<string, unknown>): Record<string, unknown> {
-  const time = row.time;
-  return { ...row, time: time instanceof Date ? time.toISOString() : String(time) };
+  const { time, bytes_before: _before, matches: _matches, ...rest } = row;
+  return { ...rest, time: time instanceof Date ? time.toISOString() : String(time) };
 }
 
 export function auditRoutes(ctx: RouteContext) {
@@ -76,8 +76,12 @@ export function auditRoutes(ctx: RouteContext) {
       const query = S.AuditSearchQuery.safeParse(c.req.query());
       if (!query.success) throw validationError(query.error);
       const { include_io, ...q } = query.data;
-      const rows = await read(() => reader().search({ ...q, include_io: include_io === 'true' }));
-      return c.json({ count: rows.length, records: rows.map(normalize) });
+      const withIo = include_io === 'true';
+      const rows = await read(() => reader().search({ ...q, include_io: withIo }));
+      // Fewer than asked while more match: the page stopped at its byte bound; narrow the search to see more.
+      const matches = Number(rows[0]?.matches ?? 0);
+      const truncated = withIo && rows.length < Math.min(q.limit, matches);
+      return c.json({ count: rows.length, truncated, records: rows.map(normalize) });
     },
   );
   return app;

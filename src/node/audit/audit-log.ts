@@ -223,11 +223,17 @@ export function createAuditLog(opts: AuditLogOptions) {
   };
 
   /** Reads go to the store directly (records still queued or spooled are not there yet). */
+  /** A store known to be down answers reads at once (503), rather than after its timeout. */
+  const requireUp = () => {
+    if (!dbUp) throw new Error(`the audit store is unavailable${lastError ? `: ${lastError}` : ''}`);
+  };
   const reader: AuditReader = {
     async get(id) {
+      requireUp();
       return (await store.query<Record<string, unknown>>(AUDIT_BY_ID_SQL, [id]))[0];
     },
     async search(q) {
+      requireUp();
       const { sql, params } = auditSearchSql(q);
       return store.query<Record<string, unknown>>(sql, params);
     },

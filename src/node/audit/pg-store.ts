@@ -18,8 +18,18 @@ export function createPgStore(opts: {
     query_timeout: timeoutMs + 1000,
     idleTimeoutMillis: 30_000,
   });
+  // Reads (GET /audit) have connections of their own: a few large searches must not take the writer's.
+  const readPool = new pg.Pool({
+    connectionString: opts.url,
+    max: 2,
+    connectionTimeoutMillis: Math.min(2000, timeoutMs),
+    statement_timeout: timeoutMs,
+    query_timeout: timeoutMs + 1000,
+    idleTimeoutMillis: 30_000,
+  });
   // A dropped idle connection is reported here; the next query gets a fresh one.
   pool.on('error', () => {});
+  readPool.on('error', () => {});
   return {
     kind: 'postgres',
     async init() {
@@ -30,10 +40,10 @@ export function createPgStore(opts: {
       return res.rowCount ?? 0;
     },
     async query(sql, params) {
-      return (await pool.query(sql, params)).rows;
+      return (await readPool.query(sql, params)).rows;
     },
     async close() {
-      await pool.end();
+      await Promise.all([pool.end(), readPool.end()]);
     },
   };
 }
