@@ -15,7 +15,7 @@
  */
 import type { MiddlewareHandler } from 'hono';
 import { ServeError } from './errors.js';
-import { yieldTurn } from './http.js';
+import { bodyTooLarge, timeoutHeader, yieldTurn } from './http.js';
 
 export interface AdmissionOptions {
   /** Most prediction requests in progress at once; past it they are refused. */
@@ -115,22 +115,13 @@ export function createAdmission(opts: AdmissionOptions) {
   const middleware: MiddlewareHandler = async (c, next) => {
     if (c.req.method !== 'POST') return next();
     // What would be refused anyway is refused now, not after a wait in line.
-    const timeoutHeader = c.req.header('x-timeout-ms');
-    const asked = timeoutHeader === undefined ? undefined : Number(timeoutHeader);
-    if (asked !== undefined && !(Number.isFinite(asked) && asked > 0)) {
-      throw new ServeError('ERR_VALIDATION', 'X-Timeout-Ms must be a positive number of milliseconds', {
-        field: 'x-timeout-ms',
-      });
-    }
+    const asked = timeoutHeader(c);
     if (inFlight >= opts.maxInFlight) {
       throw overloaded(`${inFlight} prediction requests are in progress, the most this server takes`);
     }
     const declared = c.req.header('content-length');
     if (declared !== undefined && opts.maxBodyBytes !== undefined && Number(declared) > opts.maxBodyBytes) {
-      c.header('Connection', 'close');
-      throw new ServeError('ERR_BODY_TOO_LARGE', `body is over ${opts.maxBodyBytes} bytes`, {
-        field: 'body',
-      });
+      throw bodyTooLarge(opts.maxBodyBytes);
     }
     const heavy = declared === undefined || Number(declared) >= opts.heavyBodyBytes;
     if (heavy && heavyActive >= opts.heavyConcurrency && waiting.length >= opts.heavyMaxWaiting) {

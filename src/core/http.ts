@@ -5,6 +5,23 @@ import { ServeError } from './errors.js';
 
 const JSON_TYPE = /^application\/([a-z.+-]+\+)?json\s*(;|$)/i;
 
+/** 413 for a body over the limit (the app's error handler also closes the connection: the rest is unread). */
+export const bodyTooLarge = (maxBodyBytes: number) =>
+  new ServeError('ERR_BODY_TOO_LARGE', `body is over ${maxBodyBytes} bytes`, { field: 'body' });
+
+/** The X-Timeout-Ms a client sent (ms), undefined when it sent none; anything but a positive number is a 422. */
+export function timeoutHeader(c: Context): number | undefined {
+  const header = c.req.header('x-timeout-ms');
+  if (header === undefined) return undefined;
+  const ms = Number(header);
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new ServeError('ERR_VALIDATION', 'X-Timeout-Ms must be a positive number of milliseconds', {
+      field: 'x-timeout-ms',
+    });
+  }
+  return ms;
+}
+
 /** Zod's issue path as a field name: ['requests', 3, 'features'] → requests[3].features. */
 export function fieldName(path: readonly PropertyKey[]): string {
   return path.reduce<string>(
@@ -60,8 +77,7 @@ export function createJsonReader(
   /** Awaited before a large body's costly steps; by default, one turn of the event loop. */
   giveWay: () => Promise<void> = yieldTurn,
 ) {
-  const tooLarge = () =>
-    new ServeError('ERR_BODY_TOO_LARGE', `body is over ${maxBodyBytes} bytes`, { field: 'body' });
+  const tooLarge = () => bodyTooLarge(maxBodyBytes);
 
   return async function readJson<T extends z.ZodType>(c: Context, schema: T): Promise<z.output<T>> {
     const type = c.req.header('content-type');

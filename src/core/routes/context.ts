@@ -5,7 +5,7 @@ import { type Answer, createAnswer } from '../answer.js';
 import type { AuditReader, AuditSink } from '../audit.js';
 import type { TieredCache } from '../cache.js';
 import { ServeError } from '../errors.js';
-import { createJsonReader, type JsonReader, yieldTurn } from '../http.js';
+import { createJsonReader, type JsonReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
 import type { AppMetrics } from '../metrics.js';
 import type { Predictor } from '../predictor.js';
@@ -101,16 +101,7 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     },
     deadline(c, started, fromBody) {
       const limit = config.requestTimeoutMs ?? 30_000;
-      let asked = fromBody;
-      const header = c.req.header('x-timeout-ms');
-      if (asked === undefined && header !== undefined) {
-        asked = Number(header);
-        if (!Number.isFinite(asked) || asked <= 0) {
-          throw new ServeError('ERR_VALIDATION', 'X-Timeout-Ms must be a positive number of milliseconds', {
-            field: 'x-timeout-ms',
-          });
-        }
-      }
+      const asked = fromBody ?? timeoutHeader(c);
       return started + (asked === undefined ? limit : Math.min(asked, limit));
     },
     requestId(c, fromBody) {
