@@ -204,17 +204,22 @@ export function createInference(
         throw err;
       }
       const found = { tiers };
+      /** Run the model on these rows (all of them: the request's own tensors) under this request's deadline. */
+      const compute = async (pick: number[]) => {
+        const all = pick.length === rows;
+        const outputs = await predictor.infer(
+          entry,
+          all ? inputs : pickRows(inputs, rows, pick),
+          pick.length,
+          opts.deadline,
+        );
+        return { outputs, computed: toCachedRows(outputs, opts.outputs, pick.length) };
+      };
 
       if (run.length > 0) {
         const allRun = run.length === rows;
         try {
-          const outputs = await predictor.infer(
-            entry,
-            allRun ? inputs : pickRows(inputs, rows, run),
-            run.length,
-            opts.deadline,
-          );
-          const computed = toCachedRows(outputs, opts.outputs, run.length);
+          const { outputs, computed } = await compute(run);
           const store: [string, CachedRow][] = [];
           run.forEach((i, j) => {
             results[i] = computed[j]!;
@@ -250,13 +255,7 @@ export function createInference(
       );
       if (retry.length > 0) {
         retry.sort((a, b) => a - b);
-        const outputs = await predictor.infer(
-          entry,
-          pickRows(inputs, rows, retry),
-          retry.length,
-          opts.deadline,
-        );
-        const computed = toCachedRows(outputs, opts.outputs, retry.length);
+        const { computed } = await compute(retry);
         retry.forEach((i, j) => {
           results[i] = computed[j]!;
         });
