@@ -21,7 +21,6 @@ afterAll(async () => {
   redis?.kill('SIGKILL');
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const untilTrue = (check: () => boolean, timeout = 10_000) =>
   expect.poll(check, { timeout, interval: 10 }).toBe(true);
 
