@@ -5,7 +5,19 @@ export {
   type AdmissionStats,
   createAdmission,
 } from './admission.js';
-export { type AppConfig, type AppDeps, createApp } from './app.js';
+export {
+  type AccessConfig,
+  type ApiKey,
+  generateKey,
+  keyDigestHex,
+  keyLine,
+  parseKeys,
+  type RateDecision,
+  type RateLimiter,
+  type RatePolicy,
+  type Scope,
+} from './access.js';
+export { type AppConfig, type AppDeps, type CorsConfig, createApp } from './app.js';
 export {
   type AuditQuery,
   type AuditReader,

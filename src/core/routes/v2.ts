@@ -2,7 +2,15 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { invalid } from '../errors.js';
-import { json, jsonBody, PREDICTION_ERRORS, register, v2ErrorResponses } from '../openapi.js';
+import {
+  ACCESS_ERRORS,
+  json,
+  jsonBody,
+  PREDICTION_ERRORS,
+  register,
+  secured,
+  v2ErrorResponses,
+} from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
@@ -17,6 +25,7 @@ const inferRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelV
     path,
     tags,
     summary: 'Inference with JSON tensors',
+    ...secured('predict'),
     request: { params, ...jsonBody(S.V2InferRequest) },
     responses: {
       200: json(S.V2InferResponse, 'Output tensors'),
@@ -30,8 +39,12 @@ const metadataRoute = (path: string, params: typeof S.ModelParams | typeof S.Mod
     path,
     tags,
     summary: 'Model metadata: inputs and outputs with datatype and shape (-1 = any size)',
+    ...secured('predict'),
     request: { params },
-    responses: { 200: json(S.V2ModelMetadata, 'Model metadata'), ...v2ErrorResponses(404, 503) },
+    responses: {
+      200: json(S.V2ModelMetadata, 'Model metadata'),
+      ...v2ErrorResponses(...ACCESS_ERRORS, 404, 503),
+    },
   });
 
 const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
@@ -40,8 +53,9 @@ const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.M
     path,
     tags,
     summary: 'Model readiness',
+    ...secured('predict'),
     request: { params },
-    responses: { 200: json(S.V2ModelReady, 'Ready'), ...v2ErrorResponses(404, 503) },
+    responses: { 200: json(S.V2ModelReady, 'Ready'), ...v2ErrorResponses(...ACCESS_ERRORS, 404, 503) },
   });
 
 const tensorMeta = (t: ModelEntry['signature']['inputs'][number]) => ({
