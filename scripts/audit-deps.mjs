@@ -24,7 +24,9 @@ if (counts) {
     .map(([level, n]) => `${level} ${n}`)
     .join(', ');
   if (serious > 0) {
-    console.error(`npm audit: ${serious} high or critical advisories in production dependencies (${summary})`);
+    console.error(
+      `npm audit: ${serious} high or critical advisories in production dependencies (${summary})`,
+    );
     spawnSync('npm', ['audit', '--omit=dev', '--audit-level=high'], { stdio: 'inherit' });
     process.exit(1);
   }
@@ -37,4 +39,6 @@ if (process.env.AUDIT_REQUIRED === '1') {
   process.exit(1);
 }
 console.warn(`\n!! npm audit NOT CHECKED here: the registry's audit endpoint is unreachable (${why}).`);
-console.warn('!! The GitHub workflow runs it with AUDIT_REQUIRED=1; run `npm run audit:deps` where it is reachable.\n');
+console.warn(
+  '!! The GitHub workflow runs it with AUDIT_REQUIRED=1; run `npm run audit:deps` where it is reachable.\n',
+);

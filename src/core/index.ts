@@ -1,10 +1,5 @@
 /** The runtime-neutral core's public API: what entry points (src/node, edge/) and tools build on. */
-export {
-  type Admission,
-  type AdmissionOptions,
-  type AdmissionStats,
-  createAdmission,
-} from './admission.js';
+
 export {
   type AccessConfig,
   type ApiKey,
@@ -17,6 +12,12 @@ export {
   type RatePolicy,
   type Scope,
 } from './access.js';
+export {
+  type Admission,
+  type AdmissionOptions,
+  type AdmissionStats,
+  createAdmission,
+} from './admission.js';
 export { type AppConfig, type AppDeps, type CorsConfig, createApp } from './app.js';
 export {
   type AuditQuery,
