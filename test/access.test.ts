@@ -266,7 +266,7 @@ describe('defaults: predictions open, admin routes off until an admin key exists
       const wrong = await server.post('/predict', { features: NAMED }, { 'x-api-key': 'osk_typo' });
       expect(wrong.status).toBe(401);
       expect((await refusal(wrong)).code).toBe('ERR_UNAUTHENTICATED');
-      for (const headers of [{}, { 'x-api-key': 'osk_typo' }]) {
+      for (const headers of [{}, { 'x-api-key': 'osk_typo' }] as Record<string, string>[]) {
         const res = await server.get('/audit', headers);
         if ('x-api-key' in headers) {
           expect(res.status).toBe(401);
