@@ -6,6 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
+import { createRateLimiter } from '../src/node/rate-limiter.js';
 import { startTestServer } from './server.js';
 import { freshRedisDb, startRedisServer } from './services.js';
 
@@ -41,6 +42,47 @@ async function predict(s: Server, key = KEY) {
 
 const sharedGauge = async (s: Server) =>
   Number(/^onnxserve_rate_limit_shared (\d)$/m.exec(await (await s.get('/metrics')).text())?.[1]);
+
+describe('requests of one turn, counted together', () => {
+  it('gives exactly the limit, in arrival order, with the right remaining counts (in process and in Redis)', async () => {
+    const url = await freshRedisDb(15);
+    for (const limiter of [
+      createRateLimiter(),
+      createRateLimiter({ redis: { url, timeoutMs: 500, breakAfter: 3, probeMs: 200 } }),
+    ]) {
+      try {
+        await sleep(200); // connected
+        const policy = { points: 4, windowSeconds: 60 };
+        const first = await Promise.all(Array.from({ length: 10 }, () => limiter.consume('k:turn', policy)));
+        expect(first.map((d) => d.allowed)).toEqual([
+          true,
+          true,
+          true,
+          true,
+          false,
+          false,
+          false,
+          false,
+          false,
+          false,
+        ]);
+        expect(first.slice(0, 4).map((d) => d.remaining)).toEqual([3, 2, 1, 0]);
+        expect(first.every((d) => d.resetSeconds > 55 && d.resetSeconds <= 60)).toBe(true);
+        // The next turn: still over (refused in memory, without a count).
+        expect((await limiter.consume('k:turn', policy)).allowed).toBe(false);
+        // Another subject and another policy in the same turn are counted apart.
+        const [x, y] = await Promise.all([
+          limiter.consume('k:other', policy),
+          limiter.consume('k:turn', { points: 100, windowSeconds: 60 }),
+        ]);
+        expect([x.allowed, x.remaining, y.allowed, y.remaining]).toEqual([true, 3, true, 99]);
+        expect(limiter.fallbacks()).toBe(0);
+      } finally {
+        limiter.close();
+      }
+    }
+  });
+});
 
 describe('two replicas sharing Redis', () => {
   it('enforce one limit: over 10 s at twice the limit, accepted requests within ±5 % of the rate', async () => {
