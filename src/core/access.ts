@@ -285,6 +285,12 @@ export function createAccessControl(config: AccessConfig, deps: AccessDeps = {})
       await next();
     };
 
-  const guards = { predict: guard('predict'), admin: guard('admin') };
+  // No keys and no limits for anonymous callers: nothing to check on a prediction route (the default). A key
+  // sent anyway (a gateway forwarding its own Authorization header, say) is not this server's business.
+  const open: MiddlewareHandler = (_c, next) => next();
+  const guards = {
+    predict: keys.length === 0 && !config.anonymousRate && !config.keyedPredictions ? open : guard('predict'),
+    admin: guard('admin'),
+  };
   return { guard: (access) => guards[access] };
 }

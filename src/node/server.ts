@@ -9,7 +9,7 @@ import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { createAdmission } from '../core/admission.js';
-import { createApp } from '../core/app.js';
+import { createApp, SECURITY_HEADERS } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
 import { createPredictor } from '../core/predictor.js';
@@ -131,6 +131,19 @@ function clientAddress(trustedHops: number) {
 }
 
 type Fetch = (req: Request, env?: object) => Response | Promise<Response>;
+
+/**
+ * The security headers, set on Node's response before the app runs: Node merges them into whatever the app
+ * answers (errors and refusals too), and the app's answers keep @hono/node-server's lightweight path.
+ */
+function withSecurityHeaders(fetch: Fetch, crossOrigin: boolean): Fetch {
+  const headers = SECURITY_HEADERS(crossOrigin);
+  return (req, env) => {
+    const outgoing = (env as { outgoing?: { setHeader(n: string, v: string): void } } | undefined)?.outgoing;
+    if (outgoing) for (const [name, value] of headers) outgoing.setHeader(name, value);
+    return fetch(req, env);
+  };
+}
 
 /** While draining, every response tells its client to close the connection (and Node closes it after). */
 function drainAware(fetch: Fetch, draining: () => boolean): Fetch {
@@ -290,11 +303,15 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       requestTimeoutMs: config.requestTimeoutMs,
       access: config.access,
       cors: config.cors,
+      securityHeadersByRuntime: true,
     },
   );
   logAccess(config, limiter);
   const server = await listen(
-    drainAware(app.fetch, () => closing),
+    withSecurityHeaders(
+      drainAware(app.fetch, () => closing),
+      config.cors !== undefined,
+    ),
     config,
   );
   const port = (server.address() as AddressInfo).port;

@@ -74,6 +74,8 @@ export interface AppConfig {
   access?: AccessConfig;
   /** Absent = no CORS headers (browsers on other origins cannot read answers). */
   cors?: CorsConfig;
+  /** The entry point adds `SECURITY_HEADERS` to every response itself (Node, where that is cheaper). */
+  securityHeadersByRuntime?: boolean;
 }
 
 export interface RouteContext {
