@@ -105,6 +105,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     limiter: deps.rateLimiter,
     clientAddress: deps.clientAddress,
     refused: metrics.refused ? (reason, key) => metrics.refused!(reason, key) : undefined,
+    header: deps.responseHeader,
   });
   let scopes: Map<string, Scope> | undefined;
   app.use('*', function checkAccess(c, next) {

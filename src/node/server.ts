@@ -132,6 +132,13 @@ function clientAddress(trustedHops: number) {
 
 type Fetch = (req: Request, env?: object) => Response | Promise<Response>;
 
+/** A header set on Node's response (merged into the app's answer when it is written), else through Hono. */
+function nodeResponseHeader(c: Context, name: string, value: string) {
+  const outgoing = (c.env as { outgoing?: { setHeader(n: string, v: string): void } } | undefined)?.outgoing;
+  if (outgoing) outgoing.setHeader(name, value);
+  else c.header(name, value);
+}
+
 /**
  * The security headers, set on Node's response before the app runs: Node merges them into whatever the app
  * answers (errors and refusals too), and the app's answers keep @hono/node-server's lightweight path.
@@ -294,6 +301,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       docsAsset: createDocsAssets(),
       rateLimiter: limiter,
       clientAddress: clientAddress(config.access.trustProxyHops),
+      responseHeader: nodeResponseHeader,
     },
     {
       maxBodyBytes: config.maxBodyBytes,

@@ -42,6 +42,11 @@ export interface AppDeps {
   rateLimiter?: RateLimiter;
   /** The caller's address, for anonymous callers' rate limits; absent = they share one limit. */
   clientAddress?: (c: Context) => string | undefined;
+  /**
+   * Adds a header to this request's response the runtime's cheapest way; absent = `c.header`. On Node, a
+   * header set through Hono's context moves the answer off @hono/node-server's lightweight path.
+   */
+  responseHeader?: (c: Context, name: string, value: string) => void;
 }
 
 /** Cross-origin requests from browsers: off unless origins are listed. */
