@@ -91,6 +91,8 @@ describe('keys, unit: parsing and constant-time matching', () => {
       `scorer:predict:${keyDigestHex('x')}:0`,
       `a b:predict:${keyDigestHex('x')}`,
       `dup:predict:${keyDigestHex('x')}\ndup:admin:${keyDigestHex('y')}`,
+      `ops:predict:${keyDigestHex('x')}\nci:predict:${keyDigestHex('x')}`, // one key, two names
+      `osk_AbC123:predict:${keyDigestHex('x')}`, // a key pasted as the name would be logged
       'just-a-key',
     ]) {
       let message = '';
@@ -132,6 +134,41 @@ describe('keys, unit: parsing and constant-time matching', () => {
     expect(digestsEqual(d, d.subarray(0, 31))).toBe(false);
   });
 
+  it('reads comments after an entry', () => {
+    expect(parseKeys(`ci:predict:${keyDigestHex('x')}   # the CI runner`).map((k) => k.name)).toEqual(['ci']);
+  });
+
+  it('refuses at start what would silently misbehave, without repeating secrets', () => {
+    const refused = (env: Record<string, string>) => {
+      try {
+        loadConfig(env);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return 'started';
+    };
+    // Keyed, but no key can predict: every prediction would be refused.
+    expect(refused({ AUTH_PREDICTIONS: 'keyed', API_KEYS: '# none yet' })).toMatch(
+      /no key with the predict scope/,
+    );
+    expect(
+      refused({ AUTH_PREDICTIONS: 'keyed', API_KEYS: keyLine('a', ['admin'], keyDigestHex(ADMIN_KEY)) }),
+    ).toMatch(/no key with the predict scope/);
+    expect(refused({ CORS_ORIGINS: 'https://a.example/' })).toMatch(
+      /CORS_ORIGINS: "https:\/\/a.example\/" is not an origin/,
+    );
+    expect(refused({ CORS_ORIGINS: ' , ' })).toMatch(/CORS_ORIGINS: no origin listed/);
+    expect(refused({ CORS_ORIGINS: 'https://a.example, http://localhost:3000' })).toBe('started');
+    // A malformed URL's password is not echoed.
+    const bad = refused({
+      REDIS_URL: 'redis//:hunter2secret@host:6379',
+      DATABASE_URL: 'pg//u:pw-secret@h/db',
+    });
+    expect(bad).toMatch(/REDIS_URL: must be a redis/);
+    expect(bad).not.toContain('hunter2secret');
+    expect(bad).not.toContain('pw-secret');
+  });
+
   it('keeps only digests in the configuration', () => {
     const config = loadConfig({ API_KEYS, AUTH_PREDICTIONS: 'keyed' });
     const dumped = JSON.stringify(config, (_k, v) =>
@@ -139,7 +176,9 @@ describe('keys, unit: parsing and constant-time matching', () => {
     );
     for (const key of ALL_KEYS) expect(dumped).not.toContain(key);
     expect(dumped).toContain(keyDigestHex(PREDICT_KEY));
-    expect(() => loadConfig({ AUTH_PREDICTIONS: 'keyed' })).toThrow(/AUTH_PREDICTIONS=keyed: no API_KEYS/);
+    expect(() => loadConfig({ AUTH_PREDICTIONS: 'keyed' })).toThrow(
+      /AUTH_PREDICTIONS=keyed: no key with the predict scope/,
+    );
     expect(() => loadConfig({ API_KEYS: `scorer:predict:${PREDICT_KEY}` })).toThrow(
       /API_KEYS: API key entry 1/,
     );
@@ -251,7 +290,7 @@ describe('each scope against each route group (AUTH_PREDICTIONS=keyed)', () => {
     expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(['ApiKey', 'Bearer']);
     expect(doc.paths['/predict'].post.security).toEqual([{ ApiKey: ['predict'] }, { Bearer: ['predict'] }]);
     expect(doc.paths['/audit'].get.security).toEqual([{ ApiKey: ['admin'] }, { Bearer: ['admin'] }]);
-    expect(doc.paths['/health'].get.security).toBeUndefined();
+    expect(doc.paths['/health'].get.security).toEqual([]);
     expect(Object.keys(doc.paths['/predict'].post.responses)).toEqual(
       expect.arrayContaining(['401', '403', '429']),
     );
@@ -408,6 +447,69 @@ describe('rate limits in one process', () => {
     expect(refused.headers.get('ratelimit-policy')).toBe('"per-address";q=3;w=60');
     expect((await refusal(refused)).message).toMatch(/from this address/);
     expect((await from('198.51.100.1')).status).toBe(200);
+  });
+
+  it('counts guessed keys against the address: guesses past its limit get 429, not an answer', async () => {
+    const guess = (i: number) =>
+      server.post(
+        '/predict',
+        { features: NAMED },
+        { 'x-forwarded-for': '192.0.2.99', 'x-api-key': `osk_guess${i}` },
+      );
+    const statuses = [];
+    for (let i = 0; i < 6; i++) statuses.push((await guess(i)).status);
+    expect(statuses).toEqual([401, 401, 401, 429, 429, 429]);
+  });
+
+  it('closes the connection after refusing a large body it did not read', async () => {
+    const { request } = await import('node:http');
+    const url = new URL(server.url);
+    const answer = await new Promise<{ status: number; connection: string | undefined }>(
+      (resolve, reject) => {
+        const req = request(
+          {
+            host: url.hostname,
+            port: url.port,
+            path: '/audit',
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'content-length': String(8 * 1024 * 1024) },
+          },
+          (res) => {
+            res.resume();
+            resolve({ status: res.statusCode!, connection: res.headers.connection });
+          },
+        );
+        req.on('error', reject);
+        req.write('{"x": '); // and nothing more: the refusal must not wait for (or read) the rest
+      },
+    );
+    // POST /audit is not served (405); /predict with a wrong key is a refusal of the same kind.
+    expect(answer.status).toBe(405);
+    const refused = await new Promise<{ status: number; connection: string | undefined }>(
+      (resolve, reject) => {
+        const req = request(
+          {
+            host: url.hostname,
+            port: url.port,
+            path: '/predict',
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'content-length': String(8 * 1024 * 1024),
+              'x-api-key': 'osk_wrong-key-for-a-big-body',
+              'x-forwarded-for': '192.0.2.150',
+            },
+          },
+          (res) => {
+            res.resume();
+            resolve({ status: res.statusCode!, connection: res.headers.connection });
+          },
+        );
+        req.on('error', reject);
+        req.write('{"features": ');
+      },
+    );
+    expect(refused).toEqual({ status: 401, connection: 'close' });
   });
 });
 

@@ -38,6 +38,10 @@ const specs: { name: string; port: number; env: Record<string, string>; headers:
   ];
 
 const procs = [];
+/** Appends a round's figure to a server's list. */
+const add = (m: Record<string, number[]>, name: string, x: number) => {
+  m[name] = [...(m[name] ?? []), x];
+};
 try {
   for (const s of specs) {
     procs.push(
@@ -83,10 +87,10 @@ try {
           headers: s.headers,
         });
         if (r.non2xx || r.errors) throw new Error(`${s.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
-        (rps[s.name] ??= []).push(r.rps);
-        (p99[s.name] ??= []).push(r.p99);
-        (cpu[s.name] ??= []).push(r.serverCpu);
-        (usPerRequest[s.name] ??= []).push(Math.round((r.serverCpu / r.rps) * 1e6));
+        add(rps, s.name, r.rps);
+        add(p99, s.name, r.p99);
+        add(cpu, s.name, r.serverCpu);
+        add(usPerRequest, s.name, Math.round((r.serverCpu / r.rps) * 1e6));
         console.log(
           `${connections}c r${round} ${s.name.padEnd(12)} ${r.rps} req/s p99 ${r.p99} ms cpu ${r.serverCpu}`,
         );

@@ -4,7 +4,9 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { z } from 'zod';
 import {
+  type AccessConfig,
   createApp,
   createMemoryTier,
   createPredictor,
@@ -70,20 +72,42 @@ function bindingLimiter(env: Env): RateLimiter {
   };
 }
 
-const policy = (points: string | undefined, window: string | undefined): RatePolicy | undefined =>
-  points ? { points: Number(points), windowSeconds: Number(window ?? 60) } : undefined;
+const count = z.coerce.number().int().min(1).optional();
+/** The Worker's access settings, checked as Node checks them: a typo stops the Worker, never opens it. */
+const AccessVars = z.object({
+  AUTH_PREDICTIONS: z.enum(['open', 'keyed']).default('open'),
+  ADMIN_OPEN: z.enum(['true', 'false']).default('false'),
+  RATE_LIMIT_PER_KEY: count,
+  RATE_LIMIT_PER_ADDRESS: count,
+  // The bindings' period is 10 or 60 s.
+  RATE_LIMIT_WINDOW_SECONDS: z.coerce
+    .number()
+    .pipe(z.union([z.literal(10), z.literal(60)]))
+    .default(60),
+});
 
-/** Who may call what, from the Worker's vars and secrets (the same settings as on Node). */
-function accessOf(env: Env) {
+/** Who may call what, from the Worker's vars and secrets; throws naming what is wrong. */
+export function accessOf(env: Env): AccessConfig {
+  const blank = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = AccessVars.safeParse(blank);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid Worker configuration: ${issues.join('; ')}`);
+  }
+  const v = parsed.data;
+  // A key's own rate cannot be enforced by a binding with one limit: every key gets the binding's.
+  const keys = parseKeys(env.API_KEYS).map(({ rate: _rate, ...key }) => key);
+  if (v.AUTH_PREDICTIONS === 'keyed' && !keys.some((k) => k.scopes.includes('predict'))) {
+    throw new Error('invalid Worker configuration: AUTH_PREDICTIONS=keyed with no predict key in API_KEYS');
+  }
+  const policy = (points: number | undefined, binding: RateLimit | undefined): RatePolicy | undefined =>
+    points && binding ? { points, windowSeconds: v.RATE_LIMIT_WINDOW_SECONDS } : undefined;
   return {
-    // A key's own rate cannot be enforced by a binding with one limit: every key gets the binding's.
-    keys: parseKeys(env.API_KEYS).map(({ rate: _rate, ...key }) => key),
-    keyedPredictions: env.AUTH_PREDICTIONS === 'keyed',
-    openAdmin: env.ADMIN_OPEN === 'true',
-    keyRate: env.KEY_RATE_LIMITER ? policy(env.RATE_LIMIT_PER_KEY, env.RATE_LIMIT_WINDOW_SECONDS) : undefined,
-    anonymousRate: env.ADDRESS_RATE_LIMITER
-      ? policy(env.RATE_LIMIT_PER_ADDRESS, env.RATE_LIMIT_WINDOW_SECONDS)
-      : undefined,
+    keys,
+    keyedPredictions: v.AUTH_PREDICTIONS === 'keyed',
+    openAdmin: v.ADMIN_OPEN === 'true',
+    keyRate: policy(v.RATE_LIMIT_PER_KEY, env.KEY_RATE_LIMITER),
+    anonymousRate: policy(v.RATE_LIMIT_PER_ADDRESS, env.ADDRESS_RATE_LIMITER),
   };
 }
 
@@ -115,6 +139,8 @@ async function r2Models(bucket: R2Bucket | undefined): Promise<Source[]> {
 /** Everything one isolate holds: built on its first request, reused by the rest. */
 export async function buildState(env: Env) {
   const started = Date.now();
+  // Settings first: a misconfigured Worker fails before it loads a model.
+  const access = accessOf(env);
   const backend = createOrtWebBackend();
   const sources: Source[] = [...BUNDLED, ...(await r2Models(env.MODELS))];
   const signatures = await backend.load(
@@ -172,7 +198,7 @@ export async function buildState(env: Env) {
       maxRowsPerRequest: 10_000,
       serverVersion: '0.1.0',
       singleFlight: false,
-      access: accessOf(env),
+      access,
       cors: env.CORS_ORIGINS ? { origins: env.CORS_ORIGINS.split(',').map((o) => o.trim()) } : undefined,
     },
   );

@@ -76,6 +76,21 @@ describe('API keys on the edge', () => {
     expect((await call('/models')).status).toBe(200);
   });
 
+  it('a mistyped setting stops the Worker before it loads a model, rather than opening it', async () => {
+    for (const [vars, why] of [
+      [{ AUTH_PREDICTIONS: 'Keyed', API_KEYS }, /AUTH_PREDICTIONS/],
+      [{ AUTH_PREDICTIONS: 'keyed' }, /no predict key/],
+      [{ ADMIN_OPEN: '1' }, /ADMIN_OPEN/],
+      [{ RATE_LIMIT_PER_KEY: 'abc' }, /RATE_LIMIT_PER_KEY/],
+      [{ RATE_LIMIT_WINDOW_SECONDS: '1' }, /RATE_LIMIT_WINDOW_SECONDS/],
+      [{ API_KEYS: `edge:predict:${PREDICT_KEY}` }, /API key entry 1/],
+    ] as const) {
+      await expect(buildState({ ...(env as unknown as Env), ...vars }), JSON.stringify(vars)).rejects.toThrow(
+        why,
+      );
+    }
+  });
+
   it('CORS from the CORS_ORIGINS var', async () => {
     const call = await appWith({ CORS_ORIGINS: 'https://app.example' });
     const res = await call('/models', { headers: { origin: 'https://app.example' } });

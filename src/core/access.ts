@@ -112,8 +112,8 @@ export function parseKeys(text: string | undefined): ApiKey[] {
   const names = new Set<string>();
   const entries = text
     .split(/[\n,]/)
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'));
+    .map((l) => l.replace(/(^|\s)#.*$/, '').trim())
+    .filter((l) => l !== '');
   entries.forEach((entry, i) => {
     const where = `API key entry ${i + 1}`;
     const parts = entry.split(':');
@@ -124,6 +124,8 @@ export function parseKeys(text: string | undefined): ApiKey[] {
     }
     const [name, scopeList, digest, rate] = parts as [string, string, string, string | undefined];
     if (!NAME.test(name)) throw new Error(`${where}: the name must be 1-64 letters, digits, . _ or -`);
+    // The name is logged and audited: a key pasted in its place would be too.
+    if (name.startsWith('osk_')) throw new Error(`${where}: the name looks like a key (osk_…); name it`);
     if (names.has(name)) throw new Error(`${where}: the name "${name}" is used twice`);
     const scopes = scopeList.split('+');
     for (const s of scopes) {
@@ -145,6 +147,8 @@ export function parseKeys(text: string | undefined): ApiKey[] {
       }
     }
     names.add(name);
+    const clash = keys.find((k) => bytesToHex(k.digest) === digest.toLowerCase());
+    if (clash) throw new Error(`${where} (${name}): the same key as "${clash.name}"`);
     keys.push({
       name,
       scopes: [...new Set(scopes)] as Scope[],
@@ -256,9 +260,14 @@ export function createAccessControl(config: AccessConfig, deps: AccessDeps = {})
       let key: ApiKey | undefined;
       if (presented !== undefined) {
         key = findKey(keys, presented);
-        // A wrong key is refused even where none is needed: its owner should learn now, not at the
-        // first route that needs it.
-        if (!key) unauthenticated('the API key is not recognised', 'unknown_key', 'unknown', c);
+        if (!key) {
+          // Guesses count against the caller's address, like any anonymous request: past the limit they
+          // get 429, not another answer about their guess.
+          await limit(c, undefined);
+          // A wrong key is refused even where none is needed: its owner should learn now, not at the
+          // first route that needs it.
+          unauthenticated('the API key is not recognised', 'unknown_key', 'unknown', c);
+        }
         c.set(API_KEY_VAR as never, key!.name as never);
       }
       const needsKey = access === 'admin' ? !config.openAdmin : config.keyedPredictions === true;

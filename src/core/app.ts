@@ -30,6 +30,22 @@ const PREDICTION_PATHS = [
 
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
+/** Answers given before the body is read: access control's and admission's. */
+const REFUSALS = new Set<ErrorCode>([
+  'ERR_UNAUTHENTICATED',
+  'ERR_FORBIDDEN',
+  'ERR_ADMIN_DISABLED',
+  'ERR_RATE_LIMITED',
+  'ERR_OVERLOADED',
+]);
+/** A body over 64 KiB, or of undeclared length, that nobody has read. */
+const largeUnreadBody = (req: Request) => {
+  if (req.bodyUsed) return false;
+  const length = req.headers.get('content-length');
+  if (length === null) return req.headers.has('transfer-encoding');
+  return Number(length) > 64 * 1024;
+};
+
 /** Headers every response carries; the request headers a browser may send cross-origin, by default. */
 export const SECURITY_HEADERS = (crossOrigin: boolean): [string, string][] => [
   ['X-Content-Type-Options', 'nosniff'],
@@ -107,9 +123,8 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     refused: metrics.refused ? (reason, key) => metrics.refused!(reason, key) : undefined,
     header: deps.responseHeader,
   });
-  let scopes: Map<string, Scope> | undefined;
+  let scopes = new Map<string, Scope>(); // filled below, once every route is mounted
   app.use('*', function checkAccess(c, next) {
-    scopes ??= routeScopes(app);
     const scope = scopes.get(`${c.req.method === 'HEAD' ? 'GET' : c.req.method} ${routePath(c, -1)}`);
     return scope ? access.guard(scope)(c, next) : next();
   });
@@ -133,6 +148,9 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
     // The rest of an oversized body was never read: the connection cannot carry another request.
     if (e.code === 'ERR_BODY_TOO_LARGE') c.header('Connection', 'close');
+    // A refusal answers before the body is read; keeping the connection would mean reading (and throwing
+    // away) what is left of it first. Close instead when that could be much.
+    if (REFUSALS.has(e.code) && largeUnreadBody(c.req.raw)) c.header('Connection', 'close');
     const status = e.status as 400;
     if (isV2(c.req.path)) return c.json({ error: e.message }, status);
     const error: Record<string, unknown> = { code: e.code, message: e.message };
@@ -174,6 +192,8 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   };
   app.route('/', operationRoutes(ctx, getDocument));
 
+  scopes = routeScopes(app);
+
   /** Every path the app serves, with its methods: a known path asked with another method gets 405. */
   const paths = new Map<string, { re: RegExp; methods: string[] }>();
   for (const r of app.routes) {
@@ -202,13 +222,25 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   return app;
 }
 
-/** `METHOD /hono/:path` → the scope it needs, for every declared route that needs one. */
+/**
+ * `METHOD /hono/:path` → the scope it needs, for every route that needs one. Every route the app serves
+ * must have declared its access (routeAccess throws otherwise), so none is open by oversight.
+ */
 function routeScopes(app: OpenAPIHono): Map<string, Scope> {
   const table = new Map<string, Scope>();
+  const declared = new Set<string>();
   for (const d of app.openAPIRegistry.definitions) {
     if (d.type !== 'route') continue;
-    const scope = routeAccess(d.route as { security?: Record<string, string[]>[] });
-    if (scope) table.set(`${d.route.method.toUpperCase()} ${honoPath(d.route.path)}`, scope);
+    const key = `${d.route.method.toUpperCase()} ${honoPath(d.route.path)}`;
+    declared.add(key);
+    const access = routeAccess(d.route as Parameters<typeof routeAccess>[0]);
+    if (access !== 'public') table.set(key, access);
+  }
+  for (const r of app.routes) {
+    if (r.method === 'ALL') continue; // middleware
+    if (!declared.has(`${r.method} ${r.path}`)) {
+      throw new Error(`${r.method} ${r.path} is served but not declared (use register(), with its access)`);
+    }
   }
   return table;
 }

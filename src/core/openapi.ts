@@ -77,9 +77,29 @@ export const secured = (scope: Scope): { security: Record<string, string[]>[] } 
   security: [{ ApiKey: [scope] }, { Bearer: [scope] }],
 });
 
-/** The scope a declared route needs, read from its security requirement; undefined = public. */
-export function routeAccess(route: { security?: Record<string, string[]>[] }): Scope | undefined {
-  return route.security?.[0]?.ApiKey?.[0] as Scope | undefined;
+/** Declares that anyone may call a route (OpenAPI: an empty security requirement list). */
+export const publicAccess: { security: Record<string, string[]>[] } = { security: [] };
+
+/**
+ * The access a declared route needs, read from its security requirement. A route that declares none fails
+ * here, at start: a route nobody thought about is not served open by default.
+ */
+export function routeAccess(route: {
+  method: string;
+  path: string;
+  security?: Record<string, string[]>[];
+}): Scope | 'public' {
+  if (route.security === undefined) {
+    throw new Error(
+      `${route.method.toUpperCase()} ${route.path} declares no access: add ...secured(scope) or ...publicAccess`,
+    );
+  }
+  if (route.security.length === 0) return 'public';
+  const scope = route.security[0]?.ApiKey?.[0];
+  if (scope !== 'predict' && scope !== 'admin') {
+    throw new Error(`${route.method.toUpperCase()} ${route.path}: unknown security requirement`);
+  }
+  return scope;
 }
 
 export const json = <T>(schema: T, description: string) => ({

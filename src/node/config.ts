@@ -180,9 +180,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const blank = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = EnvSchema.safeParse(blank);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map(
-      (i) => `${i.path.join('.')}=${JSON.stringify(env[String(i.path[0])])}: ${i.message}`,
-    );
+    // Values that may hold secrets (passwords in URLs, keys) are not repeated in the message.
+    const secret = (name: string) => /URL$|KEYS/.test(name);
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0]);
+      return `${i.path.join('.')}${secret(name) ? '' : `=${JSON.stringify(env[name])}`}: ${i.message}`;
+    });
     throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
@@ -208,11 +211,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `MAX_ROWS_PER_REQUEST=${e.MAX_ROWS_PER_REQUEST}: must not exceed BATCH_MAX_QUEUED_ROWS=${e.BATCH_MAX_QUEUED_ROWS} (a request that large could never be queued)`,
     );
   }
-  if (e.AUTH_PREDICTIONS === 'keyed' && !e.API_KEYS && !e.API_KEYS_FILE) {
+  const keys = readKeys(e.API_KEYS, e.API_KEYS_FILE);
+  if (e.AUTH_PREDICTIONS === 'keyed' && !keys.some((k) => k.scopes.includes('predict'))) {
     clashes.push(
-      'AUTH_PREDICTIONS=keyed: no API_KEYS or API_KEYS_FILE, so every prediction would be refused',
+      'AUTH_PREDICTIONS=keyed: no key with the predict scope in API_KEYS or API_KEYS_FILE, so every prediction would be refused',
     );
   }
+  const origins = list(e.CORS_ORIGINS);
+  for (const o of origins ?? []) {
+    let ok = o === '*';
+    try {
+      ok ||= new URL(o).origin === o;
+    } catch {}
+    if (!ok)
+      clashes.push(`CORS_ORIGINS: "${o}" is not an origin (scheme://host[:port], no path or slash) or *`);
+  }
+  if (e.CORS_ORIGINS !== undefined && origins?.length === 0) clashes.push('CORS_ORIGINS: no origin listed');
   if (clashes.length > 0) throw new Error(`invalid configuration:\n  ${clashes.join('\n  ')}`);
   return {
     port: e.PORT,
@@ -270,7 +284,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       storeTimeoutMs: e.AUDIT_STORE_TIMEOUT_MS,
     },
     access: {
-      keys: readKeys(e.API_KEYS, e.API_KEYS_FILE),
+      keys,
       keyedPredictions: e.AUTH_PREDICTIONS === 'keyed',
       openAdmin: e.ADMIN_OPEN === 'true',
       keyRate: e.RATE_LIMIT_PER_KEY
@@ -282,9 +296,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       rateWindowSeconds: e.RATE_LIMIT_WINDOW_SECONDS,
       trustProxyHops: e.TRUST_PROXY_HOPS,
     },
-    cors: e.CORS_ORIGINS
+    cors: origins
       ? {
-          origins: list(e.CORS_ORIGINS) ?? [],
+          origins,
           ...(e.CORS_METHODS ? { methods: list(e.CORS_METHODS) } : {}),
           ...(e.CORS_HEADERS ? { headers: list(e.CORS_HEADERS) } : {}),
           maxAgeSeconds: e.CORS_MAX_AGE_SECONDS,

@@ -24,8 +24,11 @@ async function main(argv: string[]) {
   }
   const scopes = scopeList.split('+') as Scope[];
   const key = command === 'new' ? generateKey() : await readStdin();
-  if (key === '') {
-    console.error('no key on stdin');
+  // Printable ASCII only: HTTP headers carry bytes, and Node reads them as latin1, so a key with other
+  // characters would be hashed from different bytes here than it arrives as. And long enough to resist
+  // guessing (the server's own keys are 47 characters).
+  if (!/^[\x21-\x7e]{24,}$/.test(key)) {
+    console.error('the key must be at least 24 printable ASCII characters, without spaces');
     return 2;
   }
   const line = keyLine(name, scopes, keyDigestHex(key), rate === undefined ? undefined : Number(rate));

@@ -7,10 +7,13 @@
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { RateDecision, RateLimiter, RatePolicy } from '../core/access.js';
 import { createGuardedRedis, type GuardedRedis } from './redis-guard.js';
+import type { RedisObserver } from './redis-tier.js';
 
 export interface RateLimiterOptions {
   /** Shared counts; absent = in process. */
   redis?: { url: string; timeoutMs: number; breakAfter: number; probeMs: number };
+  /** Told of every Redis call (`limit`, `ping`): redis_calls_total and redis_call_seconds. */
+  observer?: RedisObserver;
 }
 
 export interface NodeRateLimiter extends RateLimiter {
@@ -26,7 +29,11 @@ const prefix = (p: RatePolicy) => `onnxserve:rl:${p.points}:${p.windowSeconds}`;
 
 export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimiter {
   const redis: GuardedRedis | undefined = opts.redis
-    ? createGuardedRedis({ ...opts.redis, purpose: 'shared rate limits (counting in process)' })
+    ? createGuardedRedis({
+        ...opts.redis,
+        purpose: 'shared rate limits (counting in process)',
+        onCall: (op, seconds, ok) => opts.observer?.call(op, seconds, ok),
+      })
     : undefined;
   // One limiter per distinct policy (keys may have their own rate); a handful at most.
   const memory = new Map<string, RateLimiterMemory>();

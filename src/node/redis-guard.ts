@@ -67,11 +67,20 @@ export function createGuardedRedis(opts: RedisGuardOptions) {
 
   // While the circuit is open, probe in the background so that no request is the one that waits.
   let probe: NodeJS.Timeout | undefined;
+  // Logged once per outage: each failed probe reopens the circuit (half-open → open), which is no news.
+  let down = false;
   breaker.onStateChange((state) => {
-    if (state === CircuitState.Open)
-      log('warn', `redis circuit open: skipping ${opts.purpose}`, { redis: where, error: lastError });
-    if (state === CircuitState.Closed)
+    if (state === CircuitState.Open && !down) {
+      down = true;
+      log('warn', `redis circuit open: skipping ${opts.purpose}`, {
+        redis: where,
+        error: lastError || `no answer within ${opts.timeoutMs} ms`,
+      });
+    }
+    if (state === CircuitState.Closed) {
+      down = false;
       log('info', `redis circuit closed: ${opts.purpose} back`, { redis: where });
+    }
     if (state === CircuitState.Open && !probe) {
       probe = setInterval(() => {
         call('ping', () => client.ping()).catch(() => {});

@@ -14,7 +14,8 @@ export interface RedisTierOptions {
 }
 
 export interface RedisObserver {
-  call(op: 'mget' | 'set' | 'ping', seconds: number, ok: boolean): void;
+  /** `mget`, `set`, `ping` (the cache tier), `limit` (rate limits). */
+  call(op: string, seconds: number, ok: boolean): void;
 }
 
 interface PendingGet {
@@ -34,7 +35,7 @@ export function createRedisTier(opts: RedisTierOptions) {
     timeoutMs: opts.timeoutMs,
     breakAfter: opts.breakAfter,
     probeMs: opts.probeMs,
-    onCall: (op, seconds, ok) => opts.observer?.call(op as 'mget' | 'set' | 'ping', seconds, ok),
+    onCall: (op, seconds, ok) => opts.observer?.call(op, seconds, ok),
   });
   const { client, call } = redis;
   // One command writes every row of an event-loop turn with its TTL: a pipeline would build a command

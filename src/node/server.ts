@@ -102,12 +102,12 @@ function healthOf(l1: MemoryTier | undefined, redis: RedisTier | undefined, audi
 }
 
 /** Rate limits, when any is set: counted in Redis when REDIS_URL is set (one limit for every replica). */
-function createLimiter(config: ServerConfig): NodeRateLimiter | undefined {
+function createLimiter(config: ServerConfig, metrics: PromMetrics): NodeRateLimiter | undefined {
   const { access } = config;
   if (!access.keyRate && !access.anonymousRate && !access.keys.some((k) => k.rate !== undefined)) {
     return undefined;
   }
-  return createRateLimiter({ redis: config.redis });
+  return createRateLimiter({ redis: config.redis, observer: metrics });
 }
 
 /**
@@ -259,7 +259,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     batching: config.batching,
     onBatch: (entry, r) => metrics.batch(entry, r),
   });
-  const limiter = createLimiter(config);
+  const limiter = createLimiter(config, metrics);
   const admission = createAdmission({
     ...config.admission,
     maxWaitMs: config.requestTimeoutMs,

@@ -1,6 +1,6 @@
 /** Liveness, readiness, and the seeds' /health. */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import { errorResponses, json, register } from '../openapi.js';
+import { errorResponses, json, publicAccess, register } from '../openapi.js';
 import * as S from '../schemas.js';
 import { notReady, type RouteContext } from './context.js';
 
@@ -16,6 +16,7 @@ export function healthRoutes(ctx: RouteContext) {
     createRoute({
       method: 'get',
       path: '/health',
+      ...publicAccess,
       tags,
       summary: 'Seed-shaped health: status, default model version, Redis and database state, backlog',
       responses: {
@@ -47,6 +48,7 @@ export function healthRoutes(ctx: RouteContext) {
     createRoute({
       method: 'get',
       path: '/health/live',
+      ...publicAccess,
       tags,
       summary: 'Liveness: the process answers',
       responses: { 200: json(S.Live, 'Live') },
@@ -59,6 +61,7 @@ export function healthRoutes(ctx: RouteContext) {
     createRoute({
       method: 'get',
       path: '/health/ready',
+      ...publicAccess,
       tags,
       summary: 'Readiness: every model loaded and warmed in every worker, and not shutting down',
       responses: { 200: json(S.Ready, 'Ready'), ...errorResponses(503) },

@@ -1,7 +1,7 @@
 /** Operating the server: the index, Prometheus metrics, the OpenAPI document and its two readers. */
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { ServeError } from '../errors.js';
-import { errorResponse, json, register } from '../openapi.js';
+import { errorResponse, json, publicAccess, register } from '../openapi.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
 
@@ -68,6 +68,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
     createRoute({
       method: 'get',
       path: '/',
+      ...publicAccess,
       tags,
       summary: 'Server name, version, default model and main routes',
       responses: { 200: json(S.ServerInfo, 'Server information') },
@@ -96,6 +97,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
     createRoute({
       method: 'get',
       path: '/metrics',
+      ...publicAccess,
       tags,
       summary: 'Prometheus metrics',
       responses: {
@@ -113,6 +115,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
     createRoute({
       method: 'get',
       path: '/openapi.json',
+      ...publicAccess,
       tags,
       summary: 'This document (OpenAPI 3.1)',
       responses: {
@@ -132,6 +135,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
         method: 'get',
         path,
         tags,
+        ...publicAccess,
         summary: `${name}, served from this server (no internet needed)`,
         responses: { 200: html(name), ...errorResponse(404, 'Not served by this runtime (Workers)') },
       }),
@@ -144,6 +148,7 @@ export function operationRoutes(ctx: RouteContext, document: () => unknown) {
     createRoute({
       method: 'get',
       path: '/docs/assets/{file}',
+      ...publicAccess,
       tags,
       summary: 'The documentation pages’ scripts and styles',
       request: {

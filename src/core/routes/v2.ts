@@ -7,6 +7,7 @@ import {
   json,
   jsonBody,
   PREDICTION_ERRORS,
+  publicAccess,
   register,
   secured,
   v2ErrorResponses,
@@ -150,6 +151,7 @@ export function v2Routes(ctx: RouteContext) {
     createRoute({
       method: 'get',
       path: '/v2',
+      ...publicAccess,
       tags,
       summary: 'Server metadata',
       responses: { 200: json(S.V2ServerMetadata, 'Server name, version and extensions') },
@@ -161,6 +163,7 @@ export function v2Routes(ctx: RouteContext) {
     createRoute({
       method: 'get',
       path: '/v2/health/live',
+      ...publicAccess,
       tags,
       summary: 'Server liveness',
       responses: { 200: json(S.V2Live, 'Live') },
@@ -172,6 +175,7 @@ export function v2Routes(ctx: RouteContext) {
     createRoute({
       method: 'get',
       path: '/v2/health/ready',
+      ...publicAccess,
       tags,
       summary: 'Server readiness: every model loaded and warmed in every worker',
       responses: { 200: json(S.V2Ready, 'Ready'), ...v2ErrorResponses(503) },
