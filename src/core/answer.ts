@@ -24,6 +24,8 @@ export interface Rendered {
   body: unknown;
   /** The predictions as audited. */
   output: unknown;
+  /** How `body` is sent, when not as JSON (binary tensor data). */
+  send?: (c: Context, body: unknown) => Response;
 }
 
 export type Render = (latencyMs: number, cachedRows: number) => Rendered;
@@ -35,7 +37,7 @@ export function createAnswer(audit: AuditSink | undefined) {
     const latencyMs = round3(performance.now() - a.started);
     let cachedRows = 0;
     if (a.tiers) for (const t of a.tiers) if (t !== undefined) cachedRows++;
-    const { body, output } = render(latencyMs, cachedRows);
+    const { body, output, send } = render(latencyMs, cachedRows);
     audit?.record({
       id: crypto.randomUUID(),
       request_id: a.requestId,
@@ -52,7 +54,7 @@ export function createAnswer(audit: AuditSink | undefined) {
       status: 200,
       client_id: c.req.header('x-client-id') ?? null,
     });
-    return c.json(body);
+    return send ? send(c, body) : c.json(body);
   };
 }
 

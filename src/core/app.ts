@@ -60,7 +60,11 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     // The rest of an oversized body was never read: the connection cannot carry another request.
     if (e.code === 'ERR_BODY_TOO_LARGE') c.header('Connection', 'close');
     const status = e.status as 400;
-    if (isV2(c.req.path)) return c.json({ error: e.message }, status);
+    // The protocol's error body is one message: it names the field, as the server's own error bodies do.
+    if (isV2(c.req.path)) {
+      const message = e.field && !e.message.includes(e.field) ? `${e.field}: ${e.message}` : e.message;
+      return c.json({ error: message }, status);
+    }
     const error: Record<string, unknown> = { code: e.code, message: e.message };
     if (e.field) error.field = e.field;
     if (e.candidates) error.candidates = e.candidates;

@@ -1,8 +1,13 @@
 /** Stable error codes, each with its HTTP status. */
 export const ERROR_STATUS = {
   ERR_BAD_JSON: 400,
+  /** Binary tensor data (Inference-Header-Content-Length, binary_data_size) that does not add up. */
+  ERR_BAD_BINARY: 400,
+  /** A compressed body that does not decompress. */
+  ERR_BAD_ENCODING: 400,
   ERR_VALIDATION: 422,
   ERR_CONTENT_TYPE: 415,
+  ERR_CONTENT_ENCODING: 415,
   ERR_BODY_TOO_LARGE: 413,
   ERR_TOO_MANY_ROWS: 413,
   ERR_MODEL_NOT_FOUND: 404,

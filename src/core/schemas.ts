@@ -148,11 +148,16 @@ export const V2InferRequest = z
           name: z.string(),
           shape: z.array(z.number().int().nonnegative()),
           datatype: z.string().openapi({ example: 'FP32' }),
-          data: z.array(z.unknown()).openapi({
-            description: 'Row-major values, flat or nested.',
-            type: 'array',
-            items: {},
-          } as never),
+          data: z
+            .array(z.unknown())
+            .optional()
+            .openapi({
+              description:
+                'Row-major values, flat or nested; absent when `parameters.binary_data_size` says the ' +
+                'values follow the JSON as binary tensor data.',
+              type: 'array',
+              items: {},
+            } as never),
           parameters: V2Parameters.optional(),
         }),
       )
@@ -171,7 +176,14 @@ const V2Tensor = z.object({
   name: z.string(),
   datatype: z.string(),
   shape: z.array(z.number()),
-  data: z.array(z.union([z.number(), z.boolean()])),
+  data: z
+    .array(z.union([z.number(), z.boolean()]))
+    .optional()
+    .openapi({ description: 'Absent for an output returned as binary tensor data.' }),
+  parameters: z
+    .object({ binary_data_size: z.number().int() })
+    .optional()
+    .openapi({ description: 'For an output returned as binary tensor data: its size in bytes.' }),
 });
 
 export const V2InferResponse = z

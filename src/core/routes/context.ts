@@ -5,7 +5,7 @@ import { type Answer, createAnswer } from '../answer.js';
 import type { AuditReader, AuditSink } from '../audit.js';
 import type { TieredCache } from '../cache.js';
 import { ServeError } from '../errors.js';
-import { createJsonReader, type JsonReader, timeoutHeader, yieldTurn } from '../http.js';
+import { type BodyReader, createBodyReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
 import type { AppMetrics } from '../metrics.js';
 import type { Predictor } from '../predictor.js';
@@ -61,7 +61,9 @@ export interface RouteContext {
   deps: AppDeps;
   config: AppConfig;
   inference: Inference;
-  readJson: JsonReader;
+  readJson: BodyReader['readJson'];
+  /** Body readers, the Open Inference Protocol's among them. */
+  body: BodyReader;
   answer: Answer;
   /** Before a large request's costly step (building a big answer): small requests in progress go first. */
   giveWay(): Promise<void>;
@@ -83,11 +85,13 @@ export const notReady = () =>
   });
 
 export function createRouteContext(deps: AppDeps, config: AppConfig): RouteContext {
+  const body = createBodyReader(config.maxBodyBytes, deps.admission?.giveWay);
   return {
     deps,
     config,
     inference: createInference(deps.predictor, deps.cache, { singleFlight: config.singleFlight }),
-    readJson: createJsonReader(config.maxBodyBytes, deps.admission?.giveWay),
+    readJson: body.readJson,
+    body,
     giveWay: deps.admission?.giveWay ?? yieldTurn,
     answer: createAnswer(deps.audit),
     requireReady() {

@@ -6,7 +6,15 @@ import { json, jsonBody, PREDICTION_ERRORS, register, v2ErrorResponses } from '.
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
-import { decodeV2Inputs, encodeV2Output, selectV2Outputs } from '../v2.js';
+import {
+  binaryOutputs,
+  decodeV2Inputs,
+  encodeV2Output,
+  refuseUnservedExtensions,
+  requestTimeoutMs,
+  selectV2Outputs,
+} from '../v2.js';
+import { binaryBody, binaryInputs, encodeV2Binary, HEADER_LENGTH, splitInferBody } from '../v2-binary.js';
 import { LARGE_ANSWER_ROWS, notReady, type RouteContext } from './context.js';
 
 const tags = ['open inference protocol v2'];
@@ -51,7 +59,7 @@ const tensorMeta = (t: ModelEntry['signature']['inputs'][number]) => ({
 });
 
 export function v2Routes(ctx: RouteContext) {
-  const { deps, config, inference, readJson, answer } = ctx;
+  const { deps, config, inference, body, answer } = ctx;
   const { registry, metrics } = deps;
   const app = new OpenAPIHono();
 
@@ -60,10 +68,13 @@ export function v2Routes(ctx: RouteContext) {
     ctx.requireReady();
     // The model first: an unknown model is a 404 whatever the body holds.
     const entry = registry.resolve(c.req.param('name'), c.req.param('version'));
-    const body = await readJson(c, S.V2InferRequest);
-    const outputNames = selectV2Outputs(entry, body.outputs);
+    const { json, binary } = splitInferBody(await body.readV2Body(c), c.req.header(HEADER_LENGTH));
+    const req = await body.parseJson(json, S.V2InferRequest);
+    refuseUnservedExtensions(req);
+    const outputNames = selectV2Outputs(entry, req.outputs);
+    const asBinary = binaryOutputs(req, outputNames);
     // The row bound before any value is read: 200,000 rows cost ~0.4 s of this thread to decode first.
-    const declaredRows = body.inputs[0]?.shape[0];
+    const declaredRows = req.inputs[0]?.shape[0];
     if (entry.batchable && declaredRows !== undefined && declaredRows > config.maxRowsPerRequest) {
       throw invalid(
         'ERR_TOO_MANY_ROWS',
@@ -71,7 +82,8 @@ export function v2Routes(ctx: RouteContext) {
         `${declaredRows} rows; at most ${config.maxRowsPerRequest} per request`,
       );
     }
-    const { tensors, rows } = decodeV2Inputs(entry, body.inputs);
+    const raw = binaryInputs(req.inputs, binary);
+    const { tensors, rows } = decodeV2Inputs(entry, req.inputs, raw);
     if (entry.batchable && rows > config.maxRowsPerRequest) {
       throw invalid(
         'ERR_TOO_MANY_ROWS',
@@ -79,38 +91,54 @@ export function v2Routes(ctx: RouteContext) {
         `${rows} rows; at most ${config.maxRowsPerRequest} per request`,
       );
     }
-    const useCache = body.parameters?.use_cache;
+    const useCache = req.parameters?.use_cache;
     if (useCache !== undefined && typeof useCache !== 'boolean') {
       throw invalid('ERR_VALIDATION', 'parameters.use_cache', 'parameters.use_cache must be true or false');
     }
-    const timeout = body.parameters?.timeout_ms;
-    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout > 0))) {
-      throw invalid(
-        'ERR_VALIDATION',
-        'parameters.timeout_ms',
-        'parameters.timeout_ms must be a positive number',
-      );
-    }
+    // The audit log keeps the values a binary input carried (the tensors may be handed to a worker).
+    const input = raw.some((r) => r !== undefined)
+      ? req.inputs.map((t, k) =>
+          raw[k] === undefined ? t : { ...t, data: encodeV2Output(t.name, tensors[t.name]!).data },
+        )
+      : req.inputs;
     const { outputs, tiers } = await inference.run(entry, tensors, rows, {
       useCache: useCache !== false,
       outputs: outputNames,
-      deadline: ctx.deadline(c, started, timeout),
+      deadline: ctx.deadline(c, started, requestTimeoutMs(req.parameters)),
     });
     metrics.rows(entry.name, entry.version, rows);
     if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
-    const requestId = body.id ?? crypto.randomUUID();
-    const a = { route: c.req.routePath, entry, requestId, input: body.inputs, rows, started, tiers };
-    return answer(c, a, (_latencyMs, cachedRows) => ({
-      output: encoded,
-      body: {
-        model_name: entry.name,
-        model_version: entry.version,
-        id: body.id,
-        parameters: { cached_rows: cachedRows },
-        outputs: encoded,
-      },
-    }));
+    const requestId = req.id ?? crypto.randomUUID();
+    const a = { route: c.req.routePath, entry, requestId, input, rows, started, tiers };
+    return answer(c, a, (_latencyMs, cachedRows) => {
+      const parts: Uint8Array[] = [];
+      const sent = encoded.map((t, k) => {
+        if (!asBinary[k]) return t;
+        const b = encodeV2Binary(t.name, outputs[t.name]!);
+        parts.push(b.bytes);
+        return b.tensor;
+      });
+      return {
+        output: encoded,
+        body: {
+          model_name: entry.name,
+          model_version: entry.version,
+          id: req.id,
+          parameters: { cached_rows: cachedRows },
+          outputs: sent,
+        },
+        // Binary outputs follow the JSON; with none, the answer is plain JSON, as Triton sends it.
+        ...(parts.length > 0
+          ? {
+              send: (c: Context, header: unknown) => {
+                const b = binaryBody(header, parts);
+                return c.body(b.body, 200, b.headers);
+              },
+            }
+          : {}),
+      };
+    });
   };
 
   const metadata = (c: Context) => {
