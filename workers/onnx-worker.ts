@@ -29,12 +29,18 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
   if (task.runId !== undefined)
     parentPort?.postMessage({ type: 'onnx-run-started', runId: task.runId } satisfies RunStartedMessage);
   const started = performance.now();
-  const outputs = await backend.run(task.modelId, task.inputs);
+  let phases = { inputMs: 0, inferMs: 0, outputMs: 0 };
+  const outputs = await backend.run(task.modelId, task.inputs, {
+    onTiming: ({ inputMs, inferMs, outputMs }) => {
+      phases = { inputMs, inferMs, outputMs };
+    },
+  });
   const reply: RunReply = {
     outputs,
     threadId,
     startedAt: performance.timeOrigin + started,
     busyMs: performance.now() - started,
+    ...phases,
   };
   return withTransfer(reply, transferListOf(outputs)) as unknown as RunReply;
 }

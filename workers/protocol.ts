@@ -52,6 +52,10 @@ export interface RunReply {
   /** When the run started, in ms since the epoch (performance.timeOrigin + performance.now()). */
   startedAt: number;
   busyMs: number;
+  /** The run's phases (see RunTiming): converting inputs, the model run, converting outputs. */
+  inputMs: number;
+  inferMs: number;
+  outputMs: number;
 }
 
 /** The buffers to transfer with a set of tensors. A buffer shared by several tensors goes once. */

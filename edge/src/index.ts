@@ -7,6 +7,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   createApp,
   createMemoryTier,
+  createModelStats,
   createPredictor,
   createRegistry,
   createTieredCache,
@@ -83,7 +84,8 @@ export async function buildState(env: Env) {
   const registry = createRegistry(entries, { defaultModel });
   // Each request runs its own rows: workerd cancels, as hung, a request that waits on work another request
   // started (a shared batch, a shared in-flight miss). The isolate is single-threaded anyway.
-  const predictor = createPredictor({ backend, batching: false });
+  const stats = createModelStats();
+  const predictor = createPredictor({ backend, batching: false, onBatch: (e, r) => stats.batch(e, r) });
   const ttlSeconds = Number(env.CACHE_TTL_SECONDS ?? 3600);
   const l2 = createCacheApiTier(caches.default, {
     ttlSeconds,
@@ -102,6 +104,8 @@ export async function buildState(env: Env) {
       isReady: () => true,
       cache,
       audit,
+      // This isolate's own counts: each isolate keeps its statistics, as each keeps its cache's first tier.
+      stats,
       health: async () => ({
         runtime: 'cloudflare-workers',
         redis_connected: false,

@@ -6,8 +6,9 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { routePath } from 'hono/route';
 import { type ErrorCode, ServeError } from './errors.js';
+import type { ModelEntry } from './registry.js';
 import { auditRoutes } from './routes/audit.js';
-import { type AppConfig, type AppDeps, createRouteContext } from './routes/context.js';
+import { type AppConfig, type AppDeps, CHOSEN_MODEL, createRouteContext } from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { operationRoutes } from './routes/operations.js';
@@ -39,6 +40,19 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       code === 'ERR_NOT_FOUND' || code === 'ERR_METHOD_NOT_ALLOWED' ? 'unmatched' : routePath(c, -1);
     metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
   });
+
+  // Each prediction request counts for the model version it asked for, answered or failed (Triton's stats).
+  const { stats } = deps;
+  if (stats) {
+    for (const path of PREDICTION_PATHS) {
+      app.use(path, async function recordModelStats(c, next) {
+        const started = performance.now();
+        await next();
+        const entry = c.get(CHOSEN_MODEL as never) as ModelEntry | undefined;
+        if (entry) stats.request(entry, c.res.status < 400, performance.now() - started);
+      });
+    }
+  }
 
   // Refusals happen here, on the headers alone, before any route reads a body: prediction routes only.
   if (deps.admission) {

@@ -1,5 +1,5 @@
 import type { InferenceBackend } from './backend.js';
-import { type BatcherOptions, type BatchReport, MicroBatcher } from './batcher.js';
+import { type BatcherOptions, type BatchReport, MicroBatcher, timedRuns } from './batcher.js';
 import { ServeError } from './errors.js';
 import type { ModelEntry } from './registry.js';
 import type { Tensor } from './tensor.js';
@@ -50,9 +50,30 @@ export function createPredictor({ backend, batching, onBatch }: PredictorOptions
   };
   return {
     infer(entry, inputs, rows, deadline) {
-      if (!entry.batchable || batching === false)
-        return backend.run(entry.id, inputs).catch(inferenceFailed(entry));
-      return batcherFor(entry).submit(inputs, rows, deadline);
+      if (entry.batchable && batching !== false) return batcherFor(entry).submit(inputs, rows, deadline);
+      // Unbatched: a batch of this one request, reported as the batcher reports its batches.
+      const arrived = performance.now();
+      const { runs, startedAt, timed } = timedRuns();
+      const report = (failed: boolean) =>
+        onBatch?.(entry, {
+          rows,
+          requests: 1,
+          queueWaitMs: [0],
+          queueMs: failed ? [] : [(startedAt() ?? arrived) - arrived],
+          computeMs: performance.now() - arrived,
+          runs: failed ? [] : runs,
+          failed,
+        });
+      return backend.run(entry.id, inputs, timed(rows)).then(
+        (outputs) => {
+          report(false);
+          return outputs;
+        },
+        (err) => {
+          report(true);
+          return inferenceFailed(entry)(err);
+        },
+      );
     },
     queuedRows() {
       let n = 0;

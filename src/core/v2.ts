@@ -306,3 +306,63 @@ export function requestTimeoutMs(parameters: Parameters): number | undefined {
   const us = check(parameters?.timeout, 'parameters.timeout');
   return us === undefined ? undefined : us / 1000;
 }
+
+/** What the model configuration reports about how the server runs models. */
+export interface ServingSettings {
+  batching?: { maxBatchRows: number; maxQueueDelayMs: number; maxQueuedRows: number } | false | undefined;
+  /** Execution threads, each holding a session of every model. */
+  instances?: number | undefined;
+  requestTimeoutMs?: number | undefined;
+}
+
+/**
+ * A version's configuration as Triton reports it (GET /v2/models/{name}/config): its tensors with Triton's
+ * type names, and this server's batching, queue and instance settings — what it does, not defaults. With
+ * batching, dims leave out the batch dimension (Triton's convention); a tensor that is only the batch
+ * dimension is dims [1] reshaped to [], as Triton writes it.
+ */
+export function modelConfig(entry: ModelEntry, settings: ServingSettings) {
+  const batching = entry.batchable && settings.batching ? settings.batching : undefined;
+  const tensor = (t: ModelEntry['signature']['inputs'][number]) => {
+    const dims = t.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1));
+    const inner = batching ? dims.slice(1) : dims;
+    return {
+      name: t.name,
+      data_type: `TYPE_${toV2Datatype(t.type!)}`,
+      format: 'FORMAT_NONE' as const,
+      dims: inner.length > 0 ? inner : [1],
+      ...(inner.length > 0 ? {} : { reshape: { shape: [] } }),
+    };
+  };
+  return {
+    name: entry.name,
+    platform: 'onnxruntime_onnx' as const,
+    backend: 'onnxruntime' as const,
+    // Every version in the repository is loaded and served.
+    version_policy: { all: {} },
+    max_batch_size: batching ? batching.maxBatchRows : 0,
+    input: entry.signature.inputs.map(tensor),
+    output: entry.signature.outputs.map(tensor),
+    ...(batching
+      ? {
+          dynamic_batching: {
+            max_queue_delay_microseconds: Math.round(batching.maxQueueDelayMs * 1000),
+            preferred_batch_size: [],
+            preserve_ordering: true,
+            default_queue_policy: {
+              timeout_action: 'REJECT' as const,
+              default_timeout_microseconds: Math.round((settings.requestTimeoutMs ?? 30_000) * 1000),
+              allow_timeout_override: true,
+              max_queue_size: batching.maxQueuedRows,
+            },
+          },
+        }
+      : {}),
+    instance_group: [
+      settings.instances !== undefined
+        ? { name: entry.name, kind: 'KIND_CPU' as const, count: settings.instances }
+        : { name: entry.name, kind: 'KIND_MODEL' as const, count: 1 },
+    ],
+    default_model_filename: 'model.onnx',
+  };
+}

@@ -164,6 +164,19 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
             throw err;
           })) as RunReply;
         busy.ran(reply.threadId, reply.startedAt, reply.busyMs);
+        if (opts?.onTiming) {
+          // When the run began, on this thread's clock: the worker's "started" message arrives after it did
+          // (and may arrive after the reply: they travel on different ports), and so does the reply less
+          // the worker's busy time. The earlier of the two is the closer.
+          const repliedAt = performance.now();
+          const startedAt = Math.min(busy.startedAt(task) ?? repliedAt, repliedAt - reply.busyMs);
+          opts.onTiming({
+            startedAt,
+            inputMs: reply.inputMs,
+            inferMs: reply.inferMs,
+            outputMs: Math.max(reply.outputMs, repliedAt - startedAt - reply.inputMs - reply.inferMs),
+          });
+        }
         return reply.outputs;
       } finally {
         busy.settled(task);
@@ -252,7 +265,10 @@ function createBusyMeter(windowMs: number) {
    * Runs dispatched and not yet answered: since when each has been running (or waiting for a worker, which
    * neither the run limit nor utilization counts), and how to abort it.
    */
-  const running = new Map<number, { since: number; waiting: boolean; abort: AbortController }>();
+  const running = new Map<
+    number,
+    { since: number; waiting: boolean; abort: AbortController; startedAt?: number }
+  >();
   let next = 0;
   const epochNow = () => performance.timeOrigin + performance.now();
   return {
@@ -267,6 +283,11 @@ function createBusyMeter(windowMs: number) {
       if (!run) return;
       run.waiting = false;
       run.since = epochNow();
+      run.startedAt = performance.now();
+    },
+    /** performance.now() when the worker said the run began, if it has said so yet. */
+    startedAt(id: number): number | undefined {
+      return running.get(id)?.startedAt;
     },
     abortOlderThan(ms: number) {
       const limit = epochNow() - ms;

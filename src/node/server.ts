@@ -10,6 +10,7 @@ import { createAdmission } from '../core/admission.js';
 import { createApp } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
+import { createModelStats } from '../core/model-stats.js';
 import { createPredictor } from '../core/predictor.js';
 import { createRegistry, describeModel, type ModelEntry, type ModelRegistry } from '../core/registry.js';
 import { type AuditLog, createAuditLog } from './audit/audit-log.js';
@@ -174,10 +175,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     intraOpNumThreads: config.intraOpNumThreads,
     runTimeoutMs: config.runTimeoutMs,
   });
+  const stats = createModelStats();
   const predictor = createPredictor({
     backend,
     batching: config.batching,
-    onBatch: (entry, r) => metrics.batch(entry, r),
+    onBatch: (entry, r) => {
+      metrics.batch(entry, r);
+      stats.batch(entry, r);
+    },
   });
   const admission = createAdmission({
     ...config.admission,
@@ -216,6 +221,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       audit,
       auditReader: audit?.reader,
       admission,
+      stats,
       docsAsset: createDocsAssets(),
     },
     {
@@ -224,6 +230,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       serverVersion: VERSION,
       probability: config.probability,
       requestTimeoutMs: config.requestTimeoutMs,
+      batching: config.batching,
+      instances: config.poolSize,
     },
   );
   const server = await listen(

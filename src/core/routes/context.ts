@@ -8,8 +8,9 @@ import { ServeError } from '../errors.js';
 import { type BodyReader, createBodyReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
 import type { AppMetrics } from '../metrics.js';
+import type { ModelStats } from '../model-stats.js';
 import type { Predictor } from '../predictor.js';
-import type { ModelRegistry } from '../registry.js';
+import type { ModelEntry, ModelRegistry } from '../registry.js';
 
 export interface AppDeps {
   registry: ModelRegistry;
@@ -30,6 +31,8 @@ export interface AppDeps {
   audit?: AuditSink;
   /** Reads the audit log back (GET /audit); absent = those routes answer 503 ERR_AUDIT_UNAVAILABLE. */
   auditReader?: AuditReader;
+  /** Triton-shaped statistics per model version (GET /v2/models/…/stats); absent = those routes answer 404. */
+  stats?: ModelStats;
   /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */
   admission?: Admission;
   /**
@@ -55,6 +58,10 @@ export interface AppConfig {
   probability?: 'positive' | 'list';
   /** Most ms a prediction may take (a client may ask for less); past it, 504 ERR_DEADLINE_EXCEEDED. */
   requestTimeoutMs?: number;
+  /** How rows are batched (reported by GET /v2/models/{name}/config); false or absent = one request per run. */
+  batching?: { maxBatchRows: number; maxQueueDelayMs: number; maxQueuedRows: number } | false;
+  /** Execution threads, each holding every model (the config's instance_group); absent = not known. */
+  instances?: number;
 }
 
 export interface RouteContext {
@@ -73,11 +80,16 @@ export interface RouteContext {
   isReadyForTraffic(): boolean;
   /** Throws 503 ERR_NOT_READY while no model is loaded yet (metadata still answers during shutdown). */
   requireLoaded(): void;
+  /** The model version a prediction request asks for, recorded for its statistics; returns it. */
+  chosen(c: Context, entry: ModelEntry): ModelEntry;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   requestId(c: Context, fromBody: string | undefined): string;
   /** When the answer stops being wanted: the server's limit, or less if the client asks (body, then X-Timeout-Ms). */
   deadline(c: Context, started: number, fromBody: number | undefined): number;
 }
+
+/** The context key under which a prediction request's model version is kept (see `chosen`). */
+export const CHOSEN_MODEL = 'chosenModel';
 
 export const notReady = () =>
   new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down', {
@@ -107,6 +119,10 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
       const limit = config.requestTimeoutMs ?? 30_000;
       const asked = fromBody ?? timeoutHeader(c);
       return started + (asked === undefined ? limit : Math.min(asked, limit));
+    },
+    chosen(c, entry) {
+      c.set(CHOSEN_MODEL as never, entry as never);
+      return entry;
     },
     requestId(c, fromBody) {
       if (fromBody !== undefined) return fromBody;

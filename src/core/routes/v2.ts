@@ -1,7 +1,7 @@
 /** Open Inference Protocol v2 (KServe, Triton): server and model metadata, health, and JSON inference. */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { invalid } from '../errors.js';
+import { invalid, ServeError } from '../errors.js';
 import { json, jsonBody, PREDICTION_ERRORS, register, v2ErrorResponses } from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
@@ -10,6 +10,7 @@ import {
   binaryOutputs,
   decodeV2Inputs,
   encodeV2Output,
+  modelConfig,
   refuseUnservedExtensions,
   requestTimeoutMs,
   selectV2Outputs,
@@ -52,6 +53,28 @@ const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.M
     responses: { 200: json(S.V2ModelReady, 'Ready'), ...v2ErrorResponses(404, 503) },
   });
 
+const configRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
+  createRoute({
+    method: 'get',
+    path,
+    tags,
+    summary:
+      'Model configuration as Triton reports it: tensors, max batch size, dynamic batching, version policy',
+    request: { params },
+    responses: { 200: json(S.V2ModelConfig, 'Model configuration'), ...v2ErrorResponses(404, 503) },
+  });
+
+const statsRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams | undefined) =>
+  createRoute({
+    method: 'get',
+    path,
+    tags,
+    summary:
+      'Inference statistics as Triton reports them: request counts and durations, queue and compute time, batch sizes',
+    ...(params ? { request: { params } } : {}),
+    responses: { 200: json(S.V2ModelStats, 'Statistics per model version'), ...v2ErrorResponses(404, 503) },
+  });
+
 const tensorMeta = (t: ModelEntry['signature']['inputs'][number]) => ({
   name: t.name,
   datatype: toV2Datatype(t.type!),
@@ -67,7 +90,7 @@ export function v2Routes(ctx: RouteContext) {
     const started = performance.now();
     ctx.requireReady();
     // The model first: an unknown model is a 404 whatever the body holds.
-    const entry = registry.resolve(c.req.param('name'), c.req.param('version'));
+    const entry = ctx.chosen(c, registry.resolve(c.req.param('name'), c.req.param('version')));
     const { json, binary } = splitInferBody(await body.readV2Body(c), c.req.header(HEADER_LENGTH));
     const req = await body.parseJson(json, S.V2InferRequest);
     refuseUnservedExtensions(req);
@@ -159,6 +182,75 @@ export function v2Routes(ctx: RouteContext) {
     return c.json({ name: c.req.param('name')!, ready: true });
   };
 
+  /** The protocol extensions this server serves, by Triton's names. */
+  const extensions = ['binary_tensor_data', 'model_configuration', ...(deps.stats ? ['statistics'] : [])];
+
+  const config_ = (c: Context) => {
+    ctx.requireLoaded();
+    const e = registry.resolve(c.req.param('name'), c.req.param('version'));
+    return c.json(
+      modelConfig(e, {
+        batching: config.batching,
+        instances: config.instances,
+        requestTimeoutMs: config.requestTimeoutMs,
+      }),
+    );
+  };
+
+  const stats = (c: Context) => {
+    if (!deps.stats) throw new ServeError('ERR_NOT_FOUND', 'statistics are not kept by this server');
+    ctx.requireLoaded();
+    const name = c.req.param('name');
+    const version = c.req.param('version');
+    // An unknown model or version is a 404, as on every other route.
+    const entries =
+      name === undefined
+        ? registry.all()
+        : version === undefined
+          ? registry.versions(registry.resolve(name).name)
+          : [registry.resolve(name, version)];
+    return c.json({ model_stats: deps.stats.snapshot(entries) });
+  };
+
+  // Before /v2/models/{name}: "stats" is this route, not a model's metadata (as in Triton).
+  register(app, statsRoute('/v2/models/stats', undefined), stats);
+  register(app, statsRoute('/v2/models/{name}/stats', S.ModelParams), stats);
+  register(app, statsRoute('/v2/models/{name}/versions/{version}/stats', S.ModelVersionParams), stats);
+  register(app, configRoute('/v2/models/{name}/config', S.ModelParams), config_);
+  register(app, configRoute('/v2/models/{name}/versions/{version}/config', S.ModelVersionParams), config_);
+  register(
+    app,
+    createRoute({
+      method: 'post',
+      path: '/v2/repository/index',
+      tags,
+      summary: 'The model repository: every version, its state (READY once loaded and warmed) and why not',
+      request: {
+        body: {
+          content: { 'application/json': { schema: S.V2RepositoryIndexRequest } },
+          required: false,
+        },
+      },
+      responses: {
+        200: json(S.V2RepositoryIndex, 'Every version in the repository'),
+        ...v2ErrorResponses(400, 413, 415, 422),
+      },
+    }),
+    async (c) => {
+      // Triton's client posts an empty body with no Content-Type.
+      const bytes = await body.readV2Body(c);
+      const req = bytes.byteLength === 0 ? {} : await body.parseJson(bytes, S.V2RepositoryIndexRequest);
+      const ready = deps.isReady();
+      const index = registry.all().map((e) => ({
+        name: e.name,
+        version: e.version,
+        state: ready ? ('READY' as const) : ('LOADING' as const),
+        reason: ready ? '' : 'loading and warming in every worker',
+      }));
+      return c.json(req.ready === true ? index.filter((m) => m.state === 'READY') : index);
+    },
+  );
+
   register(
     app,
     createRoute({
@@ -168,7 +260,7 @@ export function v2Routes(ctx: RouteContext) {
       summary: 'Server metadata',
       responses: { 200: json(S.V2ServerMetadata, 'Server name, version and extensions') },
     }),
-    (c) => c.json({ name: 'onnx-serve', version: config.serverVersion, extensions: [] }),
+    (c) => c.json({ name: 'onnx-serve', version: config.serverVersion, extensions }),
   );
   register(
     app,
