@@ -2,7 +2,7 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { invalid, ServeError } from '../errors.js';
-import { json, jsonBody, PREDICTION_ERRORS, register, v2ErrorResponses } from '../openapi.js';
+import { json, PREDICTION_ERRORS, register, v2ErrorResponses } from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
@@ -25,10 +25,39 @@ const inferRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelV
     method: 'post',
     path,
     tags,
-    summary: 'Inference with JSON tensors',
-    request: { params, ...jsonBody(S.V2InferRequest) },
+    summary: 'Inference with JSON or binary tensors',
+    description:
+      'A body with no Content-Type is JSON. With the binary tensor data extension the body is the JSON ' +
+      'header (`Inference-Header-Content-Length` bytes) followed by each input whose ' +
+      '`parameters.binary_data_size` is given, raw and little-endian, in input order; outputs asked for ' +
+      "with `parameters.binary_data` (or the request's `binary_data_output`) follow the answer's JSON " +
+      'header the same way. `Content-Encoding: gzip` or `deflate` bodies are accepted.',
+    request: {
+      params,
+      body: {
+        content: {
+          'application/json': { schema: S.V2InferRequest },
+          'application/octet-stream': { schema: { type: 'string', format: 'binary' } },
+        },
+        required: true,
+      },
+    },
     responses: {
-      200: json(S.V2InferResponse, 'Output tensors'),
+      200: {
+        description: 'Output tensors',
+        headers: {
+          'Inference-Header-Content-Length': {
+            description: 'With binary outputs: the length of the JSON header before them',
+            schema: { type: 'integer' },
+          },
+        },
+        content: {
+          'application/json': { schema: S.V2InferResponse },
+          'application/octet-stream': {
+            schema: { type: 'string', format: 'binary' },
+          },
+        },
+      },
       ...v2ErrorResponses(...PREDICTION_ERRORS),
     },
   });
