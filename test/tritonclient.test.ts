@@ -1,6 +1,6 @@
 /**
  * Triton's own Python client (`tritonclient[http]==2.59.0`, unmodified) against a real server: metadata,
- * configuration, repository index, statistics, and inference with JSON and binary tensors, compressed or
+ * configuration, repository index, load and unload, statistics, and inference with JSON and binary tensors, compressed or
  * not, whose outputs equal /predict's for the same rows. The client lives in `.venv-clients` (`.ci/run`
  * creates it from ../shared/wheelhouse); without it this test fails, it never skips.
  */
@@ -124,6 +124,23 @@ describe("Triton's Python client, unmodified", () => {
     expect(after.inference_stats.compute_infer.ns).toBeGreaterThan(before.inference_stats.compute_infer.ns);
     expect(after.last_inference).toBeGreaterThan(0);
     expect(got.stats_all.model_stats.length).toBe(got.repository_index.length);
+  });
+
+  it('unloads and loads a model through the repository extension, and sees it refused, then serving', async () => {
+    expect(got.server_metadata.extensions).toContain('model_repository');
+    expect(got.iris_ready_unloaded).toBe(false);
+    expect(got.index_unloaded).toEqual([
+      { name: 'iris', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' },
+    ]);
+    expect(got.iris_infer_unloaded).toEqual({
+      status: '503',
+      message: expect.stringMatching(/'iris' is unloaded/),
+    });
+    expect(got.iris_ready_loaded).toBe(true);
+    const predict = await json(
+      await server.post('/predict', { features: [5.1, 3.5, 1.4, 0.2], model: 'iris' }),
+    );
+    expect(got.iris_infer_loaded).toEqual([predict.prediction]);
   });
 
   it('sees errors as the exceptions Triton clients expect, with a message naming the problem', async () => {

@@ -14,6 +14,11 @@ export interface WorkerInit {
 
 export type WorkerTask =
   | { op: 'describe' }
+  /**
+   * Release every session (the pool is being replaced). One such task per worker, at once: each waits on
+   * `arrived` (an Int32Array counter over shared memory) until all `workers` have one, so none takes two.
+   */
+  | { op: 'release'; arrived: SharedArrayBuffer; workers: number }
   | {
       op: 'run';
       modelId: string;

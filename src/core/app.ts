@@ -9,6 +9,7 @@ import { routePath } from 'hono/route';
 import { COMPRESSIBLE_CONTENT_TYPE_REGEX as COMPRESSIBLE } from 'hono/utils/compress';
 import { type ErrorCode, ServeError } from './errors.js';
 import type { ModelEntry } from './registry.js';
+import { adminRoutes } from './routes/admin.js';
 import { auditRoutes } from './routes/audit.js';
 import { type AppConfig, type AppDeps, CHOSEN_MODEL, createRouteContext } from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
@@ -116,6 +117,8 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', modelRoutes(ctx));
   app.route('/', healthRoutes(ctx));
   app.route('/', auditRoutes(ctx));
+  // What changes which models serve: one module, for one guard later.
+  app.route('/', adminRoutes(ctx));
 
   let document: unknown;
   const getDocument = () => {
@@ -134,6 +137,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
         { name: 'models', description: 'What is loaded' },
         { name: 'health', description: 'Liveness and readiness' },
         { name: 'audit', description: 'Reading the audit log back' },
+        { name: 'admin', description: 'Changing which models serve (the repository API)' },
         { name: 'operations', description: 'Metrics and documentation' },
       ],
     });

@@ -68,6 +68,12 @@ export interface InferenceBackend {
   load(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
   /** Run one batch. Input tensors may be transferred (and so detached): do not use them afterwards. */
   run(modelId: string, inputs: Record<string, Tensor>, opts?: RunOptions): Promise<Record<string, Tensor>>;
+  /**
+   * Make exactly `models` the loaded set: sessions for every one are created (and warmed) before this
+   * resolves, runs already started finish on the sessions they began on, and sessions of models left out
+   * are released. Backends that load once lack it.
+   */
+  replace?(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
   stats?(): BackendStats;
   close(): Promise<void>;
 }

@@ -26,6 +26,8 @@ export const ERROR_STATUS = {
   ERR_OVERLOADED: 503,
   ERR_DEADLINE_EXCEEDED: 504,
   ERR_NOT_READY: 503,
+  /** The model is unloaded (or loading) through the repository API. */
+  ERR_MODEL_UNAVAILABLE: 503,
   ERR_SHUTTING_DOWN: 503,
   /** The audit store cannot be read now (down, or not configured here). */
   ERR_AUDIT_UNAVAILABLE: 503,

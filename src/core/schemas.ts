@@ -261,6 +261,14 @@ export const V2RepositoryIndexRequest = z
   .object({ ready: z.boolean().optional() })
   .openapi('V2RepositoryIndexRequest');
 
+export const V2RepositoryRequest = z
+  .object({ parameters: z.record(z.string(), z.unknown()).optional() })
+  .openapi('V2RepositoryRequest');
+
+export const V2RepositoryAction = z
+  .object({ name: z.string(), state: z.enum(['READY', 'UNAVAILABLE']), versions: z.array(z.string()) })
+  .openapi('V2RepositoryAction');
+
 export const V2RepositoryIndex = z
   .array(
     z.object({

@@ -11,6 +11,7 @@ import type { AppMetrics } from '../metrics.js';
 import type { ModelStats } from '../model-stats.js';
 import type { Predictor } from '../predictor.js';
 import type { ModelEntry, ModelRegistry } from '../registry.js';
+import type { ModelRepository } from '../repository.js';
 
 export interface AppDeps {
   registry: ModelRegistry;
@@ -31,6 +32,11 @@ export interface AppDeps {
   audit?: AuditSink;
   /** Reads the audit log back (GET /audit); absent = those routes answer 503 ERR_AUDIT_UNAVAILABLE. */
   auditReader?: AuditReader;
+  /**
+   * The repository API (index, load, unload); absent = the index lists what the registry holds and
+   * load/unload are not served.
+   */
+  repository?: Pick<ModelRepository, 'index' | 'load' | 'unload'>;
   /** Triton-shaped statistics per model version (GET /v2/models/…/stats); absent = those routes answer 404. */
   stats?: ModelStats;
   /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */

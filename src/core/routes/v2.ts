@@ -212,7 +212,12 @@ export function v2Routes(ctx: RouteContext) {
   };
 
   /** The protocol extensions this server serves, by Triton's names. */
-  const extensions = ['binary_tensor_data', 'model_configuration', ...(deps.stats ? ['statistics'] : [])];
+  const extensions = [
+    'binary_tensor_data',
+    'model_configuration',
+    ...(deps.repository ? ['model_repository'] : []),
+    ...(deps.stats ? ['statistics'] : []),
+  ];
 
   const config_ = (c: Context) => {
     ctx.requireLoaded();
@@ -270,12 +275,14 @@ export function v2Routes(ctx: RouteContext) {
       const bytes = await body.readV2Body(c);
       const req = bytes.byteLength === 0 ? {} : await body.parseJson(bytes, S.V2RepositoryIndexRequest);
       const ready = deps.isReady();
-      const index = registry.all().map((e) => ({
-        name: e.name,
-        version: e.version,
-        state: ready ? ('READY' as const) : ('LOADING' as const),
-        reason: ready ? '' : 'loading and warming in every worker',
-      }));
+      const index =
+        deps.repository?.index() ??
+        registry.all().map((e) => ({
+          name: e.name,
+          version: e.version,
+          state: ready ? ('READY' as const) : ('LOADING' as const),
+          reason: ready ? '' : 'loading and warming in every worker',
+        }));
       return c.json(req.ready === true ? index.filter((m) => m.state === 'READY') : index);
     },
   );
