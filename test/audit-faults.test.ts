@@ -123,6 +123,7 @@ describe('a spool of very large records', () => {
         cache: null,
         status: 200,
         client_id: null,
+        api_key: null,
       };
       const line = `${toAuditJson(record)}\n`;
       appendFileSync(spoolFile, line);

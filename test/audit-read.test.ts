@@ -1,13 +1,19 @@
 /** Reading the audit log back over HTTP, against the real Postgres: "what did we tell this customer?" */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { json, startTestServer } from './server.js';
+import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
+import { client, json, startTestServer } from './server.js';
 import { freshDatabase } from './services.js';
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
+// The audit log holds every input: reading it takes a key with the admin scope.
+const ADMIN_KEY = generateKey();
+const API_KEYS = keyLine('auditor', ['admin'], keyDigestHex(ADMIN_KEY));
+const asAdmin = { authorization: `Bearer ${ADMIN_KEY}` };
 let db: Awaited<ReturnType<typeof freshDatabase>>;
 beforeAll(async () => {
   db = await freshDatabase('auditread');
-  server = await startTestServer({ AUDIT: 'on', DATABASE_URL: db.url, AUDIT_FLUSH_MS: '20' });
+  server = await startTestServer({ AUDIT: 'on', DATABASE_URL: db.url, AUDIT_FLUSH_MS: '20', API_KEYS });
+  Object.assign(server, client(server.url, asAdmin));
 });
 afterAll(async () => {
   await server?.close();
@@ -126,7 +132,8 @@ describe('large records', () => {
 
 describe('without a readable store', () => {
   it('answers 503 ERR_AUDIT_UNAVAILABLE with Retry-After', async () => {
-    const off = await startTestServer({ AUDIT: 'off' });
+    const off = await startTestServer({ AUDIT: 'off', API_KEYS });
+    Object.assign(off, client(off.url, asAdmin));
     try {
       const res = await off.get('/audit?request_id=x');
       expect(res.status).toBe(503);

@@ -217,6 +217,7 @@ it('a replay that dies halfway is replayed again without duplicates', async () =
       cache: null,
       status: 200,
       client_id: null,
+      api_key: null,
     });
   await spool.append(Array.from({ length: 250 }, (_, i) => record(i)));
   let calls = 0;
@@ -297,6 +298,7 @@ describe('no record can poison the audit log', () => {
       cache: null,
       status: 200,
       client_id: null,
+      api_key: null,
     });
     // A spool left by an earlier run, with a refused record in the middle of it.
     const spoolDir = join(dir, 'spool');

@@ -28,11 +28,13 @@ beforeAll(async () => {
   // its default, and the conformance run never fills it.
   // The audit log is on, in a Postgres database of its own, so the audit routes answer (and are probed).
   db = await freshDatabase('conformance');
+  // Admin routes open (ADMIN_OPEN, development mode), so they are probed too, not only refused 403.
   server = await startTestServer({
     MAX_BODY_BYTES: '65536',
     MAX_ROWS_PER_REQUEST: '64',
     AUDIT: 'on',
     DATABASE_URL: db.url,
+    ADMIN_OPEN: 'true',
   });
   doc = await (await fetch(`${server.url}/openapi.json`)).json();
   const models: Json = await (await fetch(`${server.url}/models`)).json();

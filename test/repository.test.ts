@@ -5,12 +5,21 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
 import { json, startTestServer } from './server.js';
+
+/** Load and unload are admin routes: they need a key with the admin scope. */
+const ADMIN_KEY = generateKey();
+const PREDICT_KEY = generateKey();
+const API_KEYS = [
+  keyLine('ops', ['admin'], keyDigestHex(ADMIN_KEY)),
+  keyLine('scorer', ['predict'], keyDigestHex(PREDICT_KEY)),
+].join('\n');
 
 let server: Awaited<ReturnType<typeof startTestServer>>;
 beforeAll(async () => {
   // Rows wait 400 ms for company, so requests are still in flight when an unload arrives.
-  server = await startTestServer({ BATCH_MAX_DELAY_MS: '400', CACHE: 'off' });
+  server = await startTestServer({ BATCH_MAX_DELAY_MS: '400', CACHE: 'off', API_KEYS });
 });
 afterAll(async () => {
   await server?.close();
@@ -26,9 +35,11 @@ const inferChurn = () =>
   server.post('/v2/models/churn/infer', {
     inputs: [{ name: 'float_input', shape: [1, 7], datatype: 'FP32', data: CHURN }],
   });
-const action = (name: string, what: 'load' | 'unload', body?: unknown) =>
+/** `key` null: sent with no key. */
+const action = (name: string, what: 'load' | 'unload', body?: unknown, key: string | null = ADMIN_KEY) =>
   fetch(`${server.url}/v2/repository/models/${name}/${what}`, {
     method: 'POST',
+    headers: key === null ? {} : { 'x-api-key': key },
     ...(body === undefined ? {} : { body: new TextEncoder().encode(JSON.stringify(body)) }),
   });
 const index = async () =>
@@ -42,6 +53,22 @@ const index = async () =>
 const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 
 describe('POST /v2/repository/models/{name}/unload and /load', () => {
+  it('are admin routes: refused without a key, with an unknown one, or one that lacks the admin scope', async () => {
+    expect((await action('iris', 'unload', undefined, null)).status).toBe(401);
+    expect((await action('iris', 'unload', undefined, generateKey())).status).toBe(401);
+    expect((await action('iris', 'unload', undefined, PREDICT_KEY)).status).toBe(403);
+    const other = await startTestServer({ CACHE: 'off' });
+    try {
+      // No admin key configured at all: refused outright.
+      const res = await fetch(`${other.url}/v2/repository/models/iris/unload`, { method: 'POST' });
+      expect(res.status).toBe(403);
+      expect((await other.get('/v2/models/iris/ready')).status).toBe(200);
+    } finally {
+      await other.close();
+    }
+    expect((await server.get('/v2/models/iris/ready')).status).toBe(200);
+  });
+
   it('unloads: new requests 503 naming the way back, those in flight answered, other models serve', async () => {
     const want = await json(await inferChurn());
     // Accepted before the unload: waiting in the batcher when it arrives.
@@ -112,6 +139,7 @@ describe('POST /v2/repository/models/{name}/unload and /load', () => {
     expect((await json(override)).error).toMatch(/parameters\.config/);
     const notJson = await fetch(`${server.url}/v2/repository/models/churn/load`, {
       method: 'POST',
+      headers: { 'x-api-key': ADMIN_KEY },
       body: '{',
     });
     expect(notJson.status).toBe(415); // a string body is sent as text/plain
@@ -124,7 +152,7 @@ describe('POST /v2/repository/models/{name}/unload and /load', () => {
 describe('the other models during an unload and a load', () => {
   let quick: typeof server;
   beforeAll(async () => {
-    quick = await startTestServer({ CACHE: 'off' });
+    quick = await startTestServer({ CACHE: 'off', API_KEYS });
   });
   afterAll(async () => {
     await quick?.close();
@@ -134,7 +162,10 @@ describe('the other models during an unload and a load', () => {
       inputs: [{ name: 'float_input', shape: [1, 4], datatype: 'FP32', data: IRIS }],
     });
   const on = (s: typeof server, name: string, what: 'load' | 'unload') =>
-    fetch(`${s.url}/v2/repository/models/${name}/${what}`, { method: 'POST' });
+    fetch(`${s.url}/v2/repository/models/${name}/${what}`, {
+      method: 'POST',
+      headers: { 'x-api-key': ADMIN_KEY },
+    });
 
   it('serves the other models throughout an unload and a load', async () => {
     let stop = false;

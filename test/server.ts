@@ -11,15 +11,17 @@ export type JsonResponse = Omit<Response, 'json'> & { json(): Promise<any> };
 // biome-ignore lint/suspicious/noExplicitAny: see JsonResponse
 export const json = (res: Response | JsonResponse): Promise<any> => res.json();
 
-export function client(base: string) {
+/** Requests to `base`; `sent` headers go with every one (an API key, say). */
+export function client(base: string, sent: Record<string, string> = {}) {
   return {
     post: (path: string, body: unknown, headers: Record<string, string> = {}) =>
       fetch(base + path, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', ...headers },
+        headers: { 'content-type': 'application/json', ...sent, ...headers },
         body: typeof body === 'string' ? body : JSON.stringify(body),
       }) as Promise<JsonResponse>,
-    get: (path: string) => fetch(base + path) as Promise<JsonResponse>,
+    get: (path: string, headers: Record<string, string> = {}) =>
+      fetch(base + path, { headers: { ...sent, ...headers } }) as Promise<JsonResponse>,
   };
 }
 

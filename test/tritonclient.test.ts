@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
 import { json, startTestServer } from './server.js';
 
 const run = promisify(execFile);
@@ -32,8 +33,12 @@ beforeAll(async () => {
         '.venv-clients/bin/pip install --find-links ../shared/wheelhouse "tritonclient[http]==2.59.0")',
     );
   }
-  server = await startTestServer();
-  const { stdout } = await run(PYTHON, [SCRIPT, server.url.replace(/^http:\/\//, '')], { timeout: 60_000 });
+  // Load and unload are admin routes: the client sends the admin key as a header, as a deployment would.
+  const adminKey = generateKey();
+  server = await startTestServer({ API_KEYS: keyLine('ops', ['admin'], keyDigestHex(adminKey)) });
+  const { stdout } = await run(PYTHON, [SCRIPT, server.url.replace(/^http:\/\//, ''), adminKey], {
+    timeout: 60_000,
+  });
   got = JSON.parse(stdout);
 }, 90_000);
 afterAll(async () => {
@@ -128,6 +133,7 @@ describe("Triton's Python client, unmodified", () => {
 
   it('unloads and loads a model through the repository extension, and sees it refused, then serving', async () => {
     expect(got.server_metadata.extensions).toContain('model_repository');
+    expect(got.unload_without_key.status).toBe('401');
     expect(got.iris_ready_unloaded).toBe(false);
     expect(got.index_unloaded).toEqual([
       { name: 'iris', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' },

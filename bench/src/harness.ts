@@ -116,6 +116,8 @@ export async function load(opts: {
   seconds: number;
   body: () => string;
   serverPids: number[];
+  /** Sent with every request besides Content-Type (an API key, say). */
+  headers?: Record<string, string>;
 }): Promise<LoadResult> {
   const cpu0 = opts.serverPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const self0 = process.cpuUsage();
@@ -123,7 +125,7 @@ export async function load(opts: {
   const result = await autocannon({
     url: opts.url + opts.path,
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...opts.headers },
     connections: opts.connections,
     duration: opts.seconds,
     requests: [

@@ -14,6 +14,9 @@ import {
   describeModel,
   type ModelMetadata,
   noopMetrics,
+  parseKeys,
+  type RateLimiter,
+  type RatePolicy,
 } from '../../src/core/index.js';
 import { type AuditMessageBody, consumeAuditBatch } from './audit-consumer.js';
 import { createQueueAuditSink } from './audit-queue.js';
@@ -32,6 +35,57 @@ export interface Env {
   HYPERDRIVE?: Hyperdrive;
   DEFAULT_MODEL?: string;
   CACHE_TTL_SECONDS?: string;
+  /** API keys as `name:scopes:sha256` lines (npm run keys): a secret (wrangler secret put API_KEYS). */
+  API_KEYS?: string;
+  /** `keyed`: prediction routes need a key with the predict scope. Default: open. */
+  AUTH_PREDICTIONS?: string;
+  /** `true`: admin routes answer without a key (local development only). */
+  ADMIN_OPEN?: string;
+  /** Origins allowed cross-origin, comma-separated (`*` for any); unset = no CORS. */
+  CORS_ORIGINS?: string;
+  /**
+   * Rate limits: the Workers rate-limiting bindings count (per key, per client address). Their limit and
+   * period are set in wrangler.jsonc; RATE_LIMIT_PER_KEY / RATE_LIMIT_PER_ADDRESS and
+   * RATE_LIMIT_WINDOW_SECONDS repeat them for the RateLimit headers, and switch each limit on.
+   */
+  KEY_RATE_LIMITER?: RateLimit;
+  ADDRESS_RATE_LIMITER?: RateLimit;
+  RATE_LIMIT_PER_KEY?: string;
+  RATE_LIMIT_PER_ADDRESS?: string;
+  RATE_LIMIT_WINDOW_SECONDS?: string;
+}
+
+/**
+ * The limiter interface over the Workers rate-limiting bindings: they count per Cloudflare location and
+ * say only allowed or not (no remaining count), so responses carry RateLimit-Policy but not RateLimit, and a
+ * refused caller is told to retry after a window. A key's own rate cannot be set per key here.
+ */
+function bindingLimiter(env: Env): RateLimiter {
+  return {
+    async consume(subject, policy) {
+      const binding = subject.startsWith('k:') ? env.KEY_RATE_LIMITER : env.ADDRESS_RATE_LIMITER;
+      if (!binding) return { allowed: true, resetSeconds: 0 };
+      const { success } = await binding.limit({ key: subject });
+      return { allowed: success, resetSeconds: policy.windowSeconds };
+    },
+  };
+}
+
+const policy = (points: string | undefined, window: string | undefined): RatePolicy | undefined =>
+  points ? { points: Number(points), windowSeconds: Number(window ?? 60) } : undefined;
+
+/** Who may call what, from the Worker's vars and secrets (the same settings as on Node). */
+function accessOf(env: Env) {
+  return {
+    // A key's own rate cannot be enforced by a binding with one limit: every key gets the binding's.
+    keys: parseKeys(env.API_KEYS).map(({ rate: _rate, ...key }) => key),
+    keyedPredictions: env.AUTH_PREDICTIONS === 'keyed',
+    openAdmin: env.ADMIN_OPEN === 'true',
+    keyRate: env.KEY_RATE_LIMITER ? policy(env.RATE_LIMIT_PER_KEY, env.RATE_LIMIT_WINDOW_SECONDS) : undefined,
+    anonymousRate: env.ADDRESS_RATE_LIMITER
+      ? policy(env.RATE_LIMIT_PER_ADDRESS, env.RATE_LIMIT_WINDOW_SECONDS)
+      : undefined,
+  };
 }
 
 const hex = (buf: ArrayBuffer) =>
@@ -106,6 +160,8 @@ export async function buildState(env: Env) {
       audit,
       // This isolate's own counts: each isolate keeps its statistics, as each keeps its cache's first tier.
       stats,
+      rateLimiter: bindingLimiter(env),
+      clientAddress: (c) => c.req.header('cf-connecting-ip'),
       health: async () => ({
         runtime: 'cloudflare-workers',
         redis_connected: false,
@@ -115,7 +171,14 @@ export async function buildState(env: Env) {
         audit_dropped: audit.stats().dropped,
       }),
     },
-    { maxBodyBytes: 4 * 1024 * 1024, maxRowsPerRequest: 10_000, serverVersion: '0.1.0', singleFlight: false },
+    {
+      maxBodyBytes: 4 * 1024 * 1024,
+      maxRowsPerRequest: 10_000,
+      serverVersion: '0.1.0',
+      singleFlight: false,
+      access: accessOf(env),
+      cors: env.CORS_ORIGINS ? { origins: env.CORS_ORIGINS.split(',').map((o) => o.trim()) } : undefined,
+    },
   );
   return { app, audit, coldStartMs: Date.now() - started };
 }

@@ -46,6 +46,7 @@ function record(input: unknown, requestId: string, kept = true): AuditRecord {
     cache: null,
     status: 200,
     client_id: 'edge-test',
+    api_key: 'edge-key',
   };
 }
 

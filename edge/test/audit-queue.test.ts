@@ -39,6 +39,7 @@ function record(input: unknown = [seq]): AuditRecord {
     cache: null,
     status: 200,
     client_id: null,
+    api_key: null,
   };
 }
 

@@ -3,6 +3,7 @@
  * a client was told and what the log says cannot drift apart.
  */
 import type { Context } from 'hono';
+import { API_KEY_VAR } from './access.js';
 import { type AuditSink, cacheSummary } from './audit.js';
 import type { InferResult } from './inference.js';
 import type { ModelEntry } from './registry.js';
@@ -53,6 +54,7 @@ export function createAnswer(audit: AuditSink | undefined) {
       cache: cacheSummary(a.tiers),
       status: 200,
       client_id: c.req.header('x-client-id') ?? null,
+      api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
     });
     return send ? send(c, body) : c.json(body);
   };

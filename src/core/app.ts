@@ -4,21 +4,31 @@
  * it their dependencies; it imports nothing of either.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
+import type { MiddlewareHandler } from 'hono';
 import { compress } from 'hono/compress';
+import { cors } from 'hono/cors';
 import { routePath } from 'hono/route';
 import { COMPRESSIBLE_CONTENT_TYPE_REGEX as COMPRESSIBLE } from 'hono/utils/compress';
+import { createAccessControl, type Scope } from './access.js';
 import { type ErrorCode, ServeError } from './errors.js';
+import { honoPath, routeAccess, SECURITY_SCHEMES } from './openapi.js';
 import type { ModelEntry } from './registry.js';
 import { adminRoutes } from './routes/admin.js';
 import { auditRoutes } from './routes/audit.js';
-import { type AppConfig, type AppDeps, CHOSEN_MODEL, createRouteContext } from './routes/context.js';
+import {
+  type AppConfig,
+  type AppDeps,
+  CHOSEN_MODEL,
+  type CorsConfig,
+  createRouteContext,
+} from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { operationRoutes } from './routes/operations.js';
 import { predictionRoutes } from './routes/predictions.js';
 import { v2Routes } from './routes/v2.js';
 
-export type { AppConfig, AppDeps } from './routes/context.js';
+export type { AppConfig, AppDeps, CorsConfig } from './routes/context.js';
 
 /** The routes admission control guards (Hono paths). */
 const PREDICTION_PATHS = [
@@ -33,6 +43,56 @@ const COMPRESS_ABOVE_BYTES = 1024;
 
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
+/** Headers every response carries; the request headers a browser may send cross-origin, by default. */
+const SECURITY_HEADERS = (crossOrigin: boolean): [string, string][] => [
+  ['X-Content-Type-Options', 'nosniff'],
+  ['X-Frame-Options', 'DENY'],
+  ['Referrer-Policy', 'no-referrer'],
+  ['Strict-Transport-Security', 'max-age=15552000; includeSubDomains'],
+  ['Cross-Origin-Opener-Policy', 'same-origin'],
+  ['Cross-Origin-Resource-Policy', crossOrigin ? 'cross-origin' : 'same-origin'],
+];
+const CORS_REQUEST_HEADERS = [
+  'Content-Type',
+  'Content-Encoding',
+  'Authorization',
+  'X-API-Key',
+  'X-Request-Id',
+  'X-Timeout-Ms',
+  'X-Client-Id',
+  'Inference-Header-Content-Length',
+];
+const CORS_EXPOSED_HEADERS = [
+  'RateLimit',
+  'RateLimit-Policy',
+  'Retry-After',
+  'X-Request-Id',
+  'Inference-Header-Content-Length',
+];
+
+/**
+ * The security headers, set before the route runs so they join the response as it is built (errors too).
+ * Hono's secureHeaders sets them on the finished response instead, which on Node turns the server's
+ * lightweight response into a full one: a cost on every request of the hot path.
+ */
+function securityHeaders(crossOrigin: boolean): MiddlewareHandler {
+  const headers = SECURITY_HEADERS(crossOrigin);
+  return function setSecurityHeaders(c, next) {
+    for (const [name, value] of headers) c.header(name, value);
+    return next();
+  };
+}
+
+function corsMiddleware(config: CorsConfig): MiddlewareHandler {
+  return cors({
+    origin: config.origins.includes('*') ? '*' : [...config.origins],
+    allowMethods: [...(config.methods ?? ['GET', 'HEAD', 'POST', 'PUT', 'DELETE'])],
+    allowHeaders: [...(config.headers ?? CORS_REQUEST_HEADERS)],
+    exposeHeaders: CORS_EXPOSED_HEADERS,
+    maxAge: config.maxAgeSeconds ?? 600,
+  });
+}
+
 export function createApp(deps: AppDeps, config: AppConfig) {
   const { metrics } = deps;
   const ctx = createRouteContext(deps, config);
@@ -45,6 +105,23 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     const route =
       code === 'ERR_NOT_FOUND' || code === 'ERR_METHOD_NOT_ALLOWED' ? 'unmatched' : routePath(c, -1);
     metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
+  });
+  app.use('*', securityHeaders(config.cors !== undefined));
+  if (config.cors) app.use('*', corsMiddleware(config.cors));
+
+  // Keys and rate limits come before admission control: a refused caller never holds a place, and an
+  // anonymous large body never waits in the line for one. Each route declares the scope it needs (its
+  // OpenAPI security requirement); the table is read from the declarations once every route is mounted.
+  const access = createAccessControl(config.access ?? { keys: [] }, {
+    limiter: deps.rateLimiter,
+    clientAddress: deps.clientAddress,
+    refused: metrics.refused ? (reason, key) => metrics.refused!(reason, key) : undefined,
+  });
+  let scopes: Map<string, Scope> | undefined;
+  app.use('*', function checkAccess(c, next) {
+    scopes ??= routeScopes(app);
+    const scope = scopes.get(`${c.req.method === 'HEAD' ? 'GET' : c.req.method} ${routePath(c, -1)}`);
+    return scope ? access.guard(scope)(c, next) : next();
   });
 
   // Each prediction request counts for the model version it asked for, answered or failed (Triton's stats).
@@ -117,8 +194,11 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', modelRoutes(ctx));
   app.route('/', healthRoutes(ctx));
   app.route('/', auditRoutes(ctx));
-  // What changes which models serve: one module, for one guard later.
+  // What changes which models serve: one module (its routes need the admin scope).
   app.route('/', adminRoutes(ctx));
+  for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {
+    app.openAPIRegistry.registerComponent('securitySchemes', name, scheme);
+  }
 
   let document: unknown;
   const getDocument = () => {
@@ -171,4 +251,15 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   });
 
   return app;
+}
+
+/** `METHOD /hono/:path` → the scope it needs, for every declared route that needs one. */
+function routeScopes(app: OpenAPIHono): Map<string, Scope> {
+  const table = new Map<string, Scope>();
+  for (const d of app.openAPIRegistry.definitions) {
+    if (d.type !== 'route') continue;
+    const scope = routeAccess(d.route as { security?: Record<string, string[]>[] });
+    if (scope) table.set(`${d.route.method.toUpperCase()} ${honoPath(d.route.path)}`, scope);
+  }
+  return table;
 }

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
   status        smallint NOT NULL,
   client_id     text
 );
+-- Added with API keys: the name of the key a request presented (tables made before it gain the column).
+ALTER TABLE ${AUDIT_TABLE} ADD COLUMN IF NOT EXISTS api_key text;
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_time_idx ON ${AUDIT_TABLE} (time);
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_model_idx ON ${AUDIT_TABLE} (model, model_version, time);
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_request_idx ON ${AUDIT_TABLE} (request_id);
@@ -35,7 +37,7 @@ SELECT * FROM jsonb_populate_recordset(NULL::${AUDIT_TABLE}, $1::jsonb)
 ON CONFLICT (id) DO NOTHING`;
 
 const SUMMARY_COLUMNS =
-  'id, request_id, time, route, model, model_version, model_sha256, rows, latency_ms, cache, status, client_id';
+  'id, request_id, time, route, model, model_version, model_sha256, rows, latency_ms, cache, status, client_id, api_key';
 
 /** Most bytes of inputs and outputs one search answers with (`include_io`). */
 export const AUDIT_READ_MAX_BYTES = 16 * 1024 * 1024;

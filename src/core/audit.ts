@@ -19,6 +19,8 @@ export interface AuditRecord {
   cache: TierName | 'mixed' | null;
   status: number;
   client_id: string | null;
+  /** The name of the API key the request presented (never the key), or null. */
+  api_key: string | null;
 }
 
 /** What a search of the audit log may ask; every field narrows it. */

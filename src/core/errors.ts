@@ -31,6 +31,14 @@ export const ERROR_STATUS = {
   ERR_SHUTTING_DOWN: 503,
   /** The audit store cannot be read now (down, or not configured here). */
   ERR_AUDIT_UNAVAILABLE: 503,
+  /** No API key where one is needed, or a key that is not configured. */
+  ERR_UNAUTHENTICATED: 401,
+  /** The key does not hold the scope the route needs. */
+  ERR_FORBIDDEN: 403,
+  /** An admin route, with no admin key configured (and admin routes not opened for development). */
+  ERR_ADMIN_DISABLED: 403,
+  /** Over the caller's rate limit; see Retry-After and the RateLimit header. */
+  ERR_RATE_LIMITED: 429,
   /** The client went away mid-body: nobody receives this answer; it is counted, not logged as a fault. */
   ERR_CLIENT_CLOSED: 499,
   ERR_INFERENCE: 500,

@@ -1,11 +1,24 @@
 /** The runtime-neutral core's public API: what entry points (src/node, edge/) and tools build on. */
+
+export {
+  type AccessConfig,
+  type ApiKey,
+  generateKey,
+  keyDigestHex,
+  keyLine,
+  parseKeys,
+  type RateDecision,
+  type RateLimiter,
+  type RatePolicy,
+  type Scope,
+} from './access.js';
 export {
   type Admission,
   type AdmissionOptions,
   type AdmissionStats,
   createAdmission,
 } from './admission.js';
-export { type AppConfig, type AppDeps, createApp } from './app.js';
+export { type AppConfig, type AppDeps, type CorsConfig, createApp } from './app.js';
 export {
   type AuditQuery,
   type AuditReader,

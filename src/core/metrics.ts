@@ -3,6 +3,8 @@ export interface AppMetrics {
   request(route: string, method: string, status: number, seconds: number): void;
   rows(model: string, version: string, rows: number): void;
   error(code: string): void;
+  /** A request refused by access control: why, and whose (a key's name, `anonymous` or `unknown`). */
+  refused?(reason: string, key: string): void;
   render(): Promise<{ contentType: string; body: string }>;
 }
 

@@ -4,6 +4,7 @@
  */
 import type { OpenAPIHono, RouteConfig } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import type { Scope } from './access.js';
 import * as S from './schemas.js';
 
 export type RouteHandler = (c: Context) => Response | Promise<Response>;
@@ -20,9 +21,12 @@ export function register(app: OpenAPIHono, route: RouteConfig, handler: RouteHan
 const WHY: Record<number, string> = {
   400: 'Malformed JSON',
   404: 'Unknown model or version',
+  401: 'No API key where one is needed, or a key that is not recognised (`WWW-Authenticate: Bearer`)',
+  403: 'The key lacks the scope this route needs, or no admin key is configured (admin routes)',
   413: 'Body, or rows, over the limit',
   415: 'Content-Type is not JSON',
   422: 'Invalid input; `field` names the culprit',
+  429: 'Over the rate limit for this key (or address); see Retry-After and the RateLimit header',
   500: 'Inference failed (for example, a worker thread died mid-batch); only this request’s batch fails',
   503: 'Queue full, models still loading, or shutting down; see Retry-After',
   504: 'No answer within the request’s deadline (timeout_ms, X-Timeout-Ms, or the server’s limit)',
@@ -49,8 +53,34 @@ export const errorResponse = (status: ErrorStatus, description: string) => ({
   [status]: { ...errorResponses(status)[status], description },
 });
 
+/** What a keyed route may answer before it runs: no or unknown key, wrong scope, over the rate limit. */
+export const ACCESS_ERRORS = [401, 403, 429] as const;
+
 /** Every status a prediction route can answer besides 200. */
-export const PREDICTION_ERRORS = [400, 404, 413, 415, 422, 500, 503, 504] as const;
+export const PREDICTION_ERRORS = [400, 401, 403, 404, 413, 415, 422, 429, 500, 503, 504] as const;
+
+/** How a key is sent; a route's security requirement names the scope it needs (OpenAPI 3.1 roles). */
+export const SECURITY_SCHEMES = {
+  ApiKey: {
+    type: 'apiKey',
+    in: 'header',
+    name: 'X-API-Key',
+    description:
+      'An API key. Prediction routes need one with the `predict` scope when the server keys them ' +
+      '(AUTH_PREDICTIONS=keyed; open by default); admin routes always need the `admin` scope.',
+  },
+  Bearer: { type: 'http', scheme: 'bearer', description: 'The same API key, as `Authorization: Bearer …`.' },
+} as const;
+
+/** Declares (and, through `routeAccess`, enforces) that a route needs a key with `scope`. */
+export const secured = (scope: Scope): { security: Record<string, string[]>[] } => ({
+  security: [{ ApiKey: [scope] }, { Bearer: [scope] }],
+});
+
+/** The scope a declared route needs, read from its security requirement; undefined = public. */
+export function routeAccess(route: { security?: Record<string, string[]>[] }): Scope | undefined {
+  return route.security?.[0]?.ApiKey?.[0] as Scope | undefined;
+}
 
 export const json = <T>(schema: T, description: string) => ({
   description,

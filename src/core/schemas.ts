@@ -528,6 +528,7 @@ export const AuditEntry = z
     cache: z.string().nullable(),
     status: z.number(),
     client_id: z.string().nullable(),
+    api_key: z.string().nullable().describe('The name of the API key the request presented (never the key)'),
     input: z.unknown().optional(),
     output: z.unknown().optional(),
   })

@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { type ApiKey, parseKeys } from '../core/access.js';
 import { projectRoot } from './paths.js';
 
 const shippedModelsDir = () => join(projectRoot(), 'models');
@@ -58,7 +60,25 @@ const EnvSchema = z.object({
   HEAVY_MAX_CONCURRENT: int(1).default(1),
   HEAVY_MAX_WAITING: int(0).default(64),
   HEAVY_YIELD_MS: int(0).max(1000).default(20),
+  API_KEYS: z.string().optional(),
+  API_KEYS_FILE: z.string().min(1).optional(),
+  AUTH_PREDICTIONS: z.enum(['open', 'keyed']).default('open'),
+  ADMIN_OPEN: z.enum(['true', 'false']).default('false'),
+  RATE_LIMIT_PER_KEY: int(1).optional(),
+  RATE_LIMIT_PER_ADDRESS: int(1).optional(),
+  RATE_LIMIT_WINDOW_SECONDS: int(1).max(3600).default(1),
+  TRUST_PROXY_HOPS: int(0).max(10).default(0),
+  CORS_ORIGINS: z.string().optional(),
+  CORS_METHODS: z.string().optional(),
+  CORS_HEADERS: z.string().optional(),
+  CORS_MAX_AGE_SECONDS: int(0).max(86_400).default(600),
 });
+
+const list = (s: string | undefined) =>
+  s
+    ?.split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
 
 export interface ServerConfig {
   port: number;
@@ -92,6 +112,8 @@ export interface ServerConfig {
     keepAliveTimeoutMs: number;
     maxConnections: number;
   };
+  /** Redis for what replicas share (the cache's L2, rate limits); absent = no REDIS_URL. */
+  redis: { url: string; timeoutMs: number; breakAfter: number; probeMs: number } | undefined;
   cache: {
     enabled: boolean;
     l1: { maxEntries: number; maxBytes: number; ttlMs: number };
@@ -112,6 +134,45 @@ export interface ServerConfig {
     /** Most ms any store call may take before the store counts as down (its records then spool). */
     storeTimeoutMs: number;
   };
+  /** API keys (SHA-256 digests only), who needs one, rate limits. */
+  access: {
+    keys: ApiKey[];
+    keyedPredictions: boolean;
+    openAdmin: boolean;
+    keyRate: { points: number; windowSeconds: number } | undefined;
+    anonymousRate: { points: number; windowSeconds: number } | undefined;
+    rateWindowSeconds: number;
+    /** Proxies in front of the server whose X-Forwarded-For entries are trusted (0: the socket's address). */
+    trustProxyHops: number;
+  };
+  cors: { origins: string[]; methods?: string[]; headers?: string[]; maxAgeSeconds: number } | undefined;
+}
+
+/** Keys from API_KEYS and the file API_KEYS_FILE names (a mounted secret); errors name the variable. */
+function readKeys(text: string | undefined, file: string | undefined): ApiKey[] {
+  const keys: ApiKey[] = [];
+  try {
+    keys.push(...parseKeys(text));
+  } catch (err) {
+    throw new Error(`invalid configuration:\n  API_KEYS: ${(err as Error).message}`);
+  }
+  if (file) {
+    let content: string;
+    try {
+      content = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new Error(`invalid configuration:\n  API_KEYS_FILE=${file}: ${(err as Error).message}`);
+    }
+    try {
+      const more = parseKeys(content);
+      const clash = more.find((k) => keys.some((o) => o.name === k.name));
+      if (clash) throw new Error(`the name "${clash.name}" is also in API_KEYS`);
+      keys.push(...more);
+    } catch (err) {
+      throw new Error(`invalid configuration:\n  API_KEYS_FILE=${file}: ${(err as Error).message}`);
+    }
+  }
+  return keys;
 }
 
 /** Read and check the environment once; an invalid value stops start-up with the variable's name. */
@@ -125,6 +186,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
+  const redis = e.REDIS_URL
+    ? {
+        url: e.REDIS_URL,
+        timeoutMs: e.REDIS_TIMEOUT_MS,
+        breakAfter: e.REDIS_BREAK_AFTER,
+        probeMs: e.REDIS_PROBE_MS,
+      }
+    : undefined;
   // Settings that must agree with each other.
   const clashes: string[] = [];
   if (e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS) {
@@ -137,6 +206,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (maxRows > e.BATCH_MAX_QUEUED_ROWS) {
     clashes.push(
       `MAX_ROWS_PER_REQUEST=${e.MAX_ROWS_PER_REQUEST}: must not exceed BATCH_MAX_QUEUED_ROWS=${e.BATCH_MAX_QUEUED_ROWS} (a request that large could never be queued)`,
+    );
+  }
+  if (e.AUTH_PREDICTIONS === 'keyed' && !e.API_KEYS && !e.API_KEYS_FILE) {
+    clashes.push(
+      'AUTH_PREDICTIONS=keyed: no API_KEYS or API_KEYS_FILE, so every prediction would be refused',
     );
   }
   if (clashes.length > 0) throw new Error(`invalid configuration:\n  ${clashes.join('\n  ')}`);
@@ -173,6 +247,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
       maxConnections: e.HTTP_MAX_CONNECTIONS,
     },
+    redis,
     cache: {
       enabled: e.CACHE === 'on',
       l1: {
@@ -180,15 +255,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         maxBytes: e.CACHE_L1_MAX_BYTES,
         ttlMs: e.CACHE_TTL_SECONDS * 1000,
       },
-      redis: e.REDIS_URL
-        ? {
-            url: e.REDIS_URL,
-            ttlSeconds: e.CACHE_TTL_SECONDS,
-            timeoutMs: e.REDIS_TIMEOUT_MS,
-            breakAfter: e.REDIS_BREAK_AFTER,
-            probeMs: e.REDIS_PROBE_MS,
-          }
-        : undefined,
+      redis: redis && { ...redis, ttlSeconds: e.CACHE_TTL_SECONDS },
     },
     audit: {
       enabled: e.AUDIT === 'on',
@@ -202,6 +269,27 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       batchBytes: e.AUDIT_BATCH_BYTES,
       storeTimeoutMs: e.AUDIT_STORE_TIMEOUT_MS,
     },
+    access: {
+      keys: readKeys(e.API_KEYS, e.API_KEYS_FILE),
+      keyedPredictions: e.AUTH_PREDICTIONS === 'keyed',
+      openAdmin: e.ADMIN_OPEN === 'true',
+      keyRate: e.RATE_LIMIT_PER_KEY
+        ? { points: e.RATE_LIMIT_PER_KEY, windowSeconds: e.RATE_LIMIT_WINDOW_SECONDS }
+        : undefined,
+      anonymousRate: e.RATE_LIMIT_PER_ADDRESS
+        ? { points: e.RATE_LIMIT_PER_ADDRESS, windowSeconds: e.RATE_LIMIT_WINDOW_SECONDS }
+        : undefined,
+      rateWindowSeconds: e.RATE_LIMIT_WINDOW_SECONDS,
+      trustProxyHops: e.TRUST_PROXY_HOPS,
+    },
+    cors: e.CORS_ORIGINS
+      ? {
+          origins: list(e.CORS_ORIGINS) ?? [],
+          ...(e.CORS_METHODS ? { methods: list(e.CORS_METHODS) } : {}),
+          ...(e.CORS_HEADERS ? { headers: list(e.CORS_HEADERS) } : {}),
+          maxAgeSeconds: e.CORS_MAX_AGE_SECONDS,
+        }
+      : undefined,
   };
 }
 

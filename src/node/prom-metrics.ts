@@ -191,6 +191,17 @@ export const METRICS = {
     kind: 'gauge',
     help: '1 when the audit store takes writes',
   },
+  accessRefused: {
+    name: 'onnxserve_access_refused_total',
+    kind: 'counter',
+    help: 'Requests refused by access control, by reason (missing_key, unknown_key, scope, admin_disabled, rate_limited) and key name (anonymous, unknown)',
+    labels: ['reason', 'key'],
+  },
+  rateLimitShared: {
+    name: 'onnxserve_rate_limit_shared',
+    kind: 'gauge',
+    help: '1 while rate limits are counted in Redis (one limit for every replica); 0 while counted in process',
+  },
 } as const satisfies Record<string, Spec>;
 
 type Key = keyof typeof METRICS;
@@ -208,6 +219,7 @@ export interface MetricSources {
   queuedRows?: () => number;
   l1?: () => { entries: number; bytes: number };
   redisConnected?: () => boolean;
+  rateLimitShared?: () => boolean;
   audit?: () => { queue: number; spool: number; connected: boolean };
 }
 
@@ -262,6 +274,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
   const auditFailures = counter('auditFailures');
   const auditDeadLetter = counter('auditDeadLetter');
   const auditDropped = counter('auditDropped');
+  const accessRefused = counter('accessRefused');
 
   const lookupChildren = {
     l1: { hit: cacheLookups.labels('l1', 'hit'), miss: cacheLookups.labels('l1', 'miss') },
@@ -336,6 +349,10 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
         for (const op of ['mget', 'set', 'ping'])
           for (const result of ['ok', 'error']) redisCalls.labels(op, result).inc(0);
       }
+      if (s.rateLimitShared) {
+        const shared = s.rateLimitShared;
+        gauge('rateLimitShared', () => (shared() ? 1 : 0));
+      }
       if (s.audit) {
         const audit = s.audit;
         gauge('auditQueue', () => audit().queue);
@@ -365,6 +382,9 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
     },
     error(code) {
       errors.labels(code).inc();
+    },
+    refused(reason, key) {
+      accessRefused.labels(reason, key).inc();
     },
     batch(entry, report) {
       const c = modelChild(entry.name, entry.version);

@@ -6,6 +6,8 @@ import type { Server } from 'node:http';
 import { type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
 import { createAdmission } from '../core/admission.js';
 import { createApp } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
@@ -25,6 +27,7 @@ import { log } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
+import { createRateLimiter, type NodeRateLimiter } from './rate-limiter.js';
 import { createRedisTier, type RedisTier } from './redis-tier.js';
 
 export interface RunningServer {
@@ -85,8 +88,39 @@ function healthOf(l1: MemoryTier | undefined, redis: RedisTier | undefined, audi
   });
 }
 
+/** Rate limits, when any is set: counted in Redis when REDIS_URL is set (one limit for every replica). */
+function createLimiter(config: ServerConfig): NodeRateLimiter | undefined {
+  const { access } = config;
+  if (!access.keyRate && !access.anonymousRate && !access.keys.some((k) => k.rate !== undefined)) {
+    return undefined;
+  }
+  return createRateLimiter({ redis: config.redis });
+}
+
+/**
+ * The caller's address for per-address limits: the socket's peer, or, behind TRUST_PROXY_HOPS proxies, the
+ * X-Forwarded-For entry the nearest of them saw (entries further left are the client's own claims).
+ */
+function clientAddress(trustedHops: number) {
+  return (c: Context): string | undefined => {
+    let peer: string | undefined;
+    try {
+      peer = getConnInfo(c).remote.address;
+    } catch {
+      return undefined; // not an HTTP request from a socket (app.request in tests)
+    }
+    if (trustedHops === 0) return peer;
+    const forwarded = c.req.header('x-forwarded-for');
+    if (!forwarded) return peer;
+    const hops = forwarded.split(',').map((s) => s.trim());
+    return hops[hops.length - trustedHops] || peer;
+  };
+}
+
+type Fetch = (req: Request, env?: object) => Response | Promise<Response>;
+
 /** While draining, every response tells its client to close the connection (and Node closes it after). */
-function drainAware(fetch: (req: Request) => Response | Promise<Response>, draining: () => boolean) {
+function drainAware(fetch: Fetch, draining: () => boolean): Fetch {
   const closeAfter = (res: Response) => {
     try {
       res.headers.set('Connection', 'close');
@@ -99,10 +133,11 @@ function drainAware(fetch: (req: Request) => Response | Promise<Response>, drain
     }
   };
   // Outside a drain the app's own fetch answers, with no extra promise per request.
-  return (req: Request) => (draining() ? Promise.resolve(fetch(req)).then(closeAfter) : fetch(req));
+  // The env (Node's request and response objects) passes through: the client's address is read from it.
+  return (req, env) => (draining() ? Promise.resolve(fetch(req, env)).then(closeAfter) : fetch(req, env));
 }
 
-async function listen(fetch: (req: Request) => Response | Promise<Response>, config: ServerConfig) {
+async function listen(fetch: Fetch, config: ServerConfig) {
   const { http } = config;
   const server = serve({
     fetch,
@@ -137,6 +172,31 @@ const scanVersions = (modelsDir: string) => async (): Promise<StoredVersion[]> =
     source: { id: `${m.name}@${m.version}`, path: m.path },
   }));
 
+/** Say at start who may call what: key names and scopes (never digests), open admin routes, limits. */
+function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
+  const { access } = config;
+  log('info', 'access', {
+    keys: access.keys.map((k) => ({ name: k.name, scopes: k.scopes, ...(k.rate ? { rate: k.rate } : {}) })),
+    predictions: access.keyedPredictions ? 'keyed' : 'open',
+    admin: access.openAdmin
+      ? 'open'
+      : access.keys.some((k) => k.scopes.includes('admin'))
+        ? 'keyed'
+        : 'off (no admin key)',
+    rate_limits: limiter
+      ? {
+          per_key: access.keyRate ?? null,
+          per_address: access.anonymousRate ?? null,
+          counted: config.redis ? 'redis (in process while it is down)' : 'in process',
+        }
+      : 'off',
+    cors: config.cors?.origins ?? 'off',
+  });
+  if (access.openAdmin) {
+    log('warn', 'ADMIN_OPEN=true: admin routes answer without a key; for local development only');
+  }
+}
+
 /**
  * Listen at once (liveness answers while models load), then load every model into the pool; readiness
  * turns true when all workers hold warmed sessions.
@@ -159,6 +219,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       stats.batch(entry, r);
     },
   });
+  const limiter = createLimiter(config);
   const admission = createAdmission({
     ...config.admission,
     maxWaitMs: config.requestTimeoutMs,
@@ -170,6 +231,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     queuedRows: () => predictor.queuedRows(),
     ...(l1 ? { l1: () => ({ entries: l1.size, bytes: l1.bytes }) } : {}),
     ...(redis ? { redisConnected: () => redis.connected() } : {}),
+    ...(limiter ? { rateLimitShared: () => limiter.mode() === 'shared' } : {}),
     ...(audit
       ? {
           audit: () => ({
@@ -210,6 +272,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       admission,
       stats,
       docsAsset: createDocsAssets(),
+      rateLimiter: limiter,
+      clientAddress: clientAddress(config.access.trustProxyHops),
     },
     {
       maxBodyBytes: config.maxBodyBytes,
@@ -219,8 +283,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       requestTimeoutMs: config.requestTimeoutMs,
       batching: config.batching,
       instances: config.poolSize,
+      access: config.access,
+      cors: config.cors,
     },
   );
+  logAccess(config, limiter);
   const server = await listen(
     drainAware(app.fetch, () => closing),
     config,
@@ -261,6 +328,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     // spool's own writes), then its records are spooled.
     await audit?.close(Math.max(250, deadline - performance.now() - 500));
     await redis?.close();
+    limiter?.close();
   };
 
   return {

@@ -1,12 +1,13 @@
 /**
- * Admin routes: what changes which models serve. They live here and nowhere else, so a security layer can
- * guard them in one place (`app.use` on ADMIN_PATHS, or around this module). Today: the Open Inference
- * Protocol's repository load and unload, as Triton serves them.
+ * Admin routes: what changes which models serve. They live here and nowhere else, so they are guarded in
+ * one place: each needs a key with the `admin` scope (access.ts; ADMIN_OPEN=true opens them for local
+ * development), and ADMIN_PATHS lists them for any further guard. Today: the Open Inference Protocol's
+ * repository load and unload, as Triton serves them.
  */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { invalid } from '../errors.js';
-import { json, register, v2ErrorResponses } from '../openapi.js';
+import { ACCESS_ERRORS, json, register, secured, v2ErrorResponses } from '../openapi.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
 
@@ -21,13 +22,14 @@ const repositoryRoute = (action: 'load' | 'unload', summary: string) =>
     path: `/v2/repository/models/{name}/${action}`,
     tags,
     summary,
+    ...secured('admin'),
     request: {
       params: S.ModelParams,
       body: { content: { 'application/json': { schema: S.V2RepositoryRequest } }, required: false },
     },
     responses: {
       200: json(S.V2RepositoryAction, action === 'load' ? 'Loaded and warmed' : 'Unloaded'),
-      ...v2ErrorResponses(400, 404, 413, 415, 422, 500, 503),
+      ...v2ErrorResponses(...ACCESS_ERRORS, 400, 404, 413, 415, 422, 500, 503),
     },
   });
 

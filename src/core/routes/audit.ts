@@ -1,14 +1,14 @@
 /**
  * Reading the audit log back: one record by id, or a search by request id, model, version and time, so a
  * user can answer "what did we tell this customer, with which model?". Records appear once written (within
- * AUDIT_FLUSH_MS while the store is up). Once API keys exist these routes take the admin scope.
+ * AUDIT_FLUSH_MS while the store is up). Records hold every input: these routes need the admin scope.
  */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { AuditReader } from '../audit.js';
 import { ServeError } from '../errors.js';
 import { validationError } from '../http.js';
-import { errorResponses, json, register } from '../openapi.js';
+import { ACCESS_ERRORS, errorResponses, json, register, secured } from '../openapi.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
 
@@ -48,8 +48,12 @@ export function auditRoutes(ctx: RouteContext) {
       path: '/audit/{id}',
       tags,
       summary: 'One audit record, whole: input, output, model version and sha256',
+      ...secured('admin'),
       request: { params: S.AuditIdParams },
-      responses: { 200: json(S.AuditEntry, 'The record'), ...errorResponses(404, 422, 503) },
+      responses: {
+        200: json(S.AuditEntry, 'The record'),
+        ...errorResponses(...ACCESS_ERRORS, 404, 422, 503),
+      },
     }),
     async (c: Context) => {
       const params = S.AuditIdParams.safeParse({ id: c.req.param('id') });
@@ -69,8 +73,12 @@ export function auditRoutes(ctx: RouteContext) {
       path: '/audit',
       tags,
       summary: 'Search the audit log, newest first: by request id, model, version, time',
+      ...secured('admin'),
       request: { query: S.AuditSearchQuery },
-      responses: { 200: json(S.AuditSearchResult, 'Matching records'), ...errorResponses(422, 503) },
+      responses: {
+        200: json(S.AuditSearchResult, 'Matching records'),
+        ...errorResponses(...ACCESS_ERRORS, 422, 503),
+      },
     }),
     async (c: Context) => {
       const query = S.AuditSearchQuery.safeParse(c.req.query());

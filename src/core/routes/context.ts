@@ -1,5 +1,6 @@
 /** What every route module receives from `createApp`: the dependencies, the settings, and shared helpers. */
 import type { Context } from 'hono';
+import type { AccessConfig, RateLimiter } from '../access.js';
 import type { Admission } from '../admission.js';
 import { type Answer, createAnswer } from '../answer.js';
 import type { AuditReader, AuditSink } from '../audit.js';
@@ -46,6 +47,20 @@ export interface AppDeps {
    * answer 404. Node serves them from the installed packages, so the pages work with no internet.
    */
   docsAsset?: (file: string) => Promise<{ body: Uint8Array | string; type: string } | undefined>;
+  /** Counts requests for rate limits (Redis-shared on Node when REDIS_URL is set); absent = no limits. */
+  rateLimiter?: RateLimiter;
+  /** The caller's address, for anonymous callers' rate limits; absent = they share one limit. */
+  clientAddress?: (c: Context) => string | undefined;
+}
+
+/** Cross-origin requests from browsers: off unless origins are listed. */
+export interface CorsConfig {
+  /** Origins allowed (`*` for any). */
+  origins: readonly string[];
+  methods?: readonly string[];
+  /** Request headers a browser may send; absent = the ones this API reads. */
+  headers?: readonly string[];
+  maxAgeSeconds?: number;
 }
 
 export interface AppConfig {
@@ -68,6 +83,10 @@ export interface AppConfig {
   batching?: { maxBatchRows: number; maxQueueDelayMs: number; maxQueuedRows: number } | false;
   /** Execution threads, each holding every model (the config's instance_group); absent = not known. */
   instances?: number;
+  /** API keys, who needs one, and rate limits. Absent = no keys: predictions open, admin routes refused. */
+  access?: AccessConfig;
+  /** Absent = no CORS headers (browsers on other origins cannot read answers). */
+  cors?: CorsConfig;
 }
 
 export interface RouteContext {

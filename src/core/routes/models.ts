@@ -2,7 +2,7 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { validationError } from '../http.js';
-import { errorResponses, json, register } from '../openapi.js';
+import { ACCESS_ERRORS, errorResponses, json, register, secured } from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
@@ -31,10 +31,11 @@ const modelInfoRoute = (path: string) =>
     path,
     tags,
     summary: `The default model's newest version, or the one named (seed clients' ${path})`,
+    ...secured('predict'),
     request: { query: S.ModelQuery },
     responses: {
       200: json(S.ModelInfo, 'One version'),
-      ...errorResponses(404, 422, 503),
+      ...errorResponses(...ACCESS_ERRORS, 404, 422, 503),
     },
   });
 
@@ -49,7 +50,8 @@ export function modelRoutes(ctx: RouteContext) {
       path: '/models',
       tags,
       summary: 'Every loaded model with its versions',
-      responses: { 200: json(S.ModelList, 'Models') },
+      ...secured('predict'),
+      responses: { 200: json(S.ModelList, 'Models'), ...errorResponses(...ACCESS_ERRORS) },
     }),
     (c) =>
       c.json({
@@ -73,8 +75,9 @@ export function modelRoutes(ctx: RouteContext) {
       path: '/models/{name}',
       tags,
       summary: 'One model: every version’s signature, sha256 and metadata',
+      ...secured('predict'),
       request: { params: S.ModelParams },
-      responses: { 200: json(S.ModelDetail, 'The model'), ...errorResponses(404, 503) },
+      responses: { 200: json(S.ModelDetail, 'The model'), ...errorResponses(...ACCESS_ERRORS, 404, 503) },
     }),
     (c) => {
       ctx.requireLoaded();

@@ -4,7 +4,7 @@ import { invalid, ServeError } from '../errors.js';
 import { rowsToTensor } from '../features.js';
 import type { InferResult } from '../inference.js';
 import { chooseModel } from '../model-choice.js';
-import { errorResponses, json, jsonBody, PREDICTION_ERRORS, register } from '../openapi.js';
+import { errorResponses, json, jsonBody, PREDICTION_ERRORS, register, secured } from '../openapi.js';
 import { type RowPrediction, toRowPredictions } from '../prediction.js';
 import type { ModelEntry, TabularInput } from '../registry.js';
 import * as S from '../schemas.js';
@@ -14,6 +14,7 @@ export const predictRoute = createRoute({
   method: 'post',
   path: '/predict',
   tags: ['predictions'],
+  ...secured('predict'),
   summary: 'Predict one row (or several, as number[][])',
   description:
     'Seed clients’ bodies unchanged: named features (seeds 000, 002), an array in the model’s order ' +
@@ -29,6 +30,7 @@ export const batchRoute = createRoute({
   method: 'post',
   path: '/predict/batch',
   tags: ['predictions'],
+  ...secured('predict'),
   summary: 'Predict many rows: {"requests": [{"features": …}]} or {"instances": [[…]]}',
   request: jsonBody(S.BatchRequest, S.BATCH_EXAMPLES),
   responses: {

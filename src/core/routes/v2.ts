@@ -2,7 +2,7 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { invalid, ServeError } from '../errors.js';
-import { json, PREDICTION_ERRORS, register, v2ErrorResponses } from '../openapi.js';
+import { ACCESS_ERRORS, json, PREDICTION_ERRORS, register, secured, v2ErrorResponses } from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
@@ -26,6 +26,7 @@ const inferRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelV
     path,
     tags,
     summary: 'Inference with JSON or binary tensors',
+    ...secured('predict'),
     description:
       'A body with no Content-Type is JSON. With the binary tensor data extension the body is the JSON ' +
       'header (`Inference-Header-Content-Length` bytes) followed by each input whose ' +
@@ -68,8 +69,12 @@ const metadataRoute = (path: string, params: typeof S.ModelParams | typeof S.Mod
     path,
     tags,
     summary: 'Model metadata: inputs and outputs with datatype and shape (-1 = any size)',
+    ...secured('predict'),
     request: { params },
-    responses: { 200: json(S.V2ModelMetadata, 'Model metadata'), ...v2ErrorResponses(404, 503) },
+    responses: {
+      200: json(S.V2ModelMetadata, 'Model metadata'),
+      ...v2ErrorResponses(...ACCESS_ERRORS, 404, 503),
+    },
   });
 
 const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
@@ -78,8 +83,9 @@ const modelReadyRoute = (path: string, params: typeof S.ModelParams | typeof S.M
     path,
     tags,
     summary: 'Model readiness',
+    ...secured('predict'),
     request: { params },
-    responses: { 200: json(S.V2ModelReady, 'Ready'), ...v2ErrorResponses(404, 503) },
+    responses: { 200: json(S.V2ModelReady, 'Ready'), ...v2ErrorResponses(...ACCESS_ERRORS, 404, 503) },
   });
 
 const configRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) =>
@@ -89,8 +95,12 @@ const configRoute = (path: string, params: typeof S.ModelParams | typeof S.Model
     tags,
     summary:
       'Model configuration as Triton reports it: tensors, max batch size, dynamic batching, version policy',
+    ...secured('predict'),
     request: { params },
-    responses: { 200: json(S.V2ModelConfig, 'Model configuration'), ...v2ErrorResponses(404, 503) },
+    responses: {
+      200: json(S.V2ModelConfig, 'Model configuration'),
+      ...v2ErrorResponses(...ACCESS_ERRORS, 404, 503),
+    },
   });
 
 const statsRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams | undefined) =>
@@ -100,8 +110,12 @@ const statsRoute = (path: string, params: typeof S.ModelParams | typeof S.ModelV
     tags,
     summary:
       'Inference statistics as Triton reports them: request counts and durations, queue and compute time, batch sizes',
+    ...secured('predict'),
     ...(params ? { request: { params } } : {}),
-    responses: { 200: json(S.V2ModelStats, 'Statistics per model version'), ...v2ErrorResponses(404, 503) },
+    responses: {
+      200: json(S.V2ModelStats, 'Statistics per model version'),
+      ...v2ErrorResponses(...ACCESS_ERRORS, 404, 503),
+    },
   });
 
 const tensorMeta = (t: ModelEntry['signature']['inputs'][number]) => ({
@@ -259,6 +273,7 @@ export function v2Routes(ctx: RouteContext) {
       path: '/v2/repository/index',
       tags,
       summary: 'The model repository: every version, its state (READY once loaded and warmed) and why not',
+      ...secured('predict'),
       request: {
         body: {
           content: { 'application/json': { schema: S.V2RepositoryIndexRequest } },
@@ -267,7 +282,7 @@ export function v2Routes(ctx: RouteContext) {
       },
       responses: {
         200: json(S.V2RepositoryIndex, 'Every version in the repository'),
-        ...v2ErrorResponses(400, 413, 415, 422),
+        ...v2ErrorResponses(...ACCESS_ERRORS, 400, 413, 415, 422),
       },
     }),
     async (c) => {
