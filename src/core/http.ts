@@ -172,8 +172,28 @@ export function createBodyReader(
     return parsed.data;
   };
 
+  /**
+   * An Open Inference Protocol body, as Triton serves them: no Content-Type is JSON (Triton's own client
+   * sends none), octet-stream is a JSON header with binary tensors after it; a gzip or deflate
+   * Content-Encoding is undone, and the limit holds for the decompressed bytes too.
+   */
+  const readV2Body = async (c: Context): Promise<Uint8Array> => {
+    const type = c.req.header('content-type');
+    if (type && !V2_TYPE.test(type)) {
+      throw new ServeError(
+        'ERR_CONTENT_TYPE',
+        `content-type: must be application/json or application/octet-stream (or none), got ${type}`,
+        { field: 'content-type' },
+      );
+    }
+    const format = contentEncoding(c);
+    const raw = await readRaw(c);
+    return format ? inflate(raw, format, maxBodyBytes, tooLarge) : raw;
+  };
+
   return {
     parseJson,
+    readV2Body,
 
     /** A JSON body: Content-Type must say JSON. */
     async readJson<T extends z.ZodType>(c: Context, schema: T): Promise<z.output<T>> {
@@ -190,23 +210,10 @@ export function createBodyReader(
       return parseJson(await readRaw(c), schema);
     },
 
-    /**
-     * An Open Inference Protocol body, as Triton serves them: no Content-Type is JSON (Triton's own client
-     * sends none), octet-stream is a JSON header with binary tensors after it; a gzip or deflate
-     * Content-Encoding is undone, and the limit holds for the decompressed bytes too.
-     */
-    async readV2Body(c: Context): Promise<Uint8Array> {
-      const type = c.req.header('content-type');
-      if (type && !V2_TYPE.test(type)) {
-        throw new ServeError(
-          'ERR_CONTENT_TYPE',
-          `content-type: must be application/json or application/octet-stream (or none), got ${type}`,
-          { field: 'content-type' },
-        );
-      }
-      const format = contentEncoding(c);
-      const raw = await readRaw(c);
-      return format ? inflate(raw, format, maxBodyBytes, tooLarge) : raw;
+    /** An Open Inference Protocol body that may be empty (Triton's client sends none to some routes). */
+    async readOptionalV2Json<T extends z.ZodType>(c: Context, schema: T): Promise<z.output<T> | undefined> {
+      const bytes = await readV2Body(c);
+      return bytes.byteLength === 0 ? undefined : parseJson(bytes, schema);
     },
   };
 }

@@ -12,18 +12,6 @@ import { allocate, type DType, type Tensor, type TensorArray, toV2Datatype } fro
 
 export const HEADER_LENGTH = 'Inference-Header-Content-Length';
 
-const BYTES_PER: Record<DType, number> = {
-  float32: 4,
-  float64: 8,
-  int8: 1,
-  uint8: 1,
-  int16: 2,
-  uint16: 2,
-  int32: 4,
-  int64: 8,
-  bool: 1,
-};
-
 // Typed arrays use the platform's byte order; every platform Node and workerd run on is little-endian,
 // which is the order the extension sends. Refuse to run anywhere else rather than answer wrongly.
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
@@ -148,7 +136,8 @@ function checkBytesElements(raw: Uint8Array, shape: readonly number[], field: st
 
 /** A tensor's values from its binary bytes, which must be exactly shape × element size. */
 export function fromBinary(type: DType, raw: Uint8Array, count: number, field: string): TensorArray {
-  const want = count * BYTES_PER[type];
+  // The element size from an empty array of the type: nothing the size of the claim is allocated first.
+  const want = count * allocate(type, 0).BYTES_PER_ELEMENT;
   if (raw.byteLength !== want) {
     throw invalid(
       'ERR_BAD_BINARY',

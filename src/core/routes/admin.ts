@@ -41,9 +41,8 @@ export function adminRoutes(ctx: RouteContext) {
 
   /** The request's parameters: Triton's client sends `{}` (load) or `unload_dependents` (unload). */
   const readParameters = async (c: Context) => {
-    const bytes = await body.readV2Body(c);
-    const req = bytes.byteLength === 0 ? {} : await body.parseJson(bytes, S.V2RepositoryRequest);
-    for (const key of Object.keys(req.parameters ?? {})) {
+    const req = await body.readOptionalV2Json(c, S.V2RepositoryRequest);
+    for (const key of Object.keys(req?.parameters ?? {})) {
       // A configuration or files sent with the request would load something other than the repository's.
       if (key === 'config' || key.startsWith('file:')) {
         throw invalid(

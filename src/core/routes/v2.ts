@@ -1,7 +1,7 @@
 /** Open Inference Protocol v2 (KServe, Triton): server and model metadata, health, and JSON inference. */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { invalid, ServeError } from '../errors.js';
+import { invalid } from '../errors.js';
 import { ACCESS_ERRORS, json, PREDICTION_ERRORS, register, secured, v2ErrorResponses } from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
@@ -233,7 +233,7 @@ export function v2Routes(ctx: RouteContext) {
     ...(deps.stats ? ['statistics'] : []),
   ];
 
-  const config_ = (c: Context) => {
+  const configuration = (c: Context) => {
     ctx.requireLoaded();
     const e = registry.resolve(c.req.param('name'), c.req.param('version'));
     return c.json(
@@ -246,7 +246,6 @@ export function v2Routes(ctx: RouteContext) {
   };
 
   const stats = (c: Context) => {
-    if (!deps.stats) throw new ServeError('ERR_NOT_FOUND', 'statistics are not kept by this server');
     ctx.requireLoaded();
     const name = c.req.param('name');
     const version = c.req.param('version');
@@ -257,15 +256,22 @@ export function v2Routes(ctx: RouteContext) {
         : version === undefined
           ? registry.versions(registry.resolve(name).name)
           : [registry.resolve(name, version)];
-    return c.json({ model_stats: deps.stats.snapshot(entries) });
+    return c.json({ model_stats: deps.stats!.snapshot(entries) });
   };
 
-  // Before /v2/models/{name}: "stats" is this route, not a model's metadata (as in Triton).
-  register(app, statsRoute('/v2/models/stats', undefined), stats);
-  register(app, statsRoute('/v2/models/{name}/stats', S.ModelParams), stats);
-  register(app, statsRoute('/v2/models/{name}/versions/{version}/stats', S.ModelVersionParams), stats);
-  register(app, configRoute('/v2/models/{name}/config', S.ModelParams), config_);
-  register(app, configRoute('/v2/models/{name}/versions/{version}/config', S.ModelVersionParams), config_);
+  // Served where statistics are kept; before /v2/models/{name}: "stats" is this route, not a model (as in
+  // Triton).
+  if (deps.stats) {
+    register(app, statsRoute('/v2/models/stats', undefined), stats);
+    register(app, statsRoute('/v2/models/{name}/stats', S.ModelParams), stats);
+    register(app, statsRoute('/v2/models/{name}/versions/{version}/stats', S.ModelVersionParams), stats);
+  }
+  register(app, configRoute('/v2/models/{name}/config', S.ModelParams), configuration);
+  register(
+    app,
+    configRoute('/v2/models/{name}/versions/{version}/config', S.ModelVersionParams),
+    configuration,
+  );
   register(
     app,
     createRoute({
@@ -287,8 +293,7 @@ export function v2Routes(ctx: RouteContext) {
     }),
     async (c) => {
       // Triton's client posts an empty body with no Content-Type.
-      const bytes = await body.readV2Body(c);
-      const req = bytes.byteLength === 0 ? {} : await body.parseJson(bytes, S.V2RepositoryIndexRequest);
+      const req = await body.readOptionalV2Json(c, S.V2RepositoryIndexRequest);
       const ready = deps.isReady();
       const index =
         deps.repository?.index() ??
@@ -298,7 +303,7 @@ export function v2Routes(ctx: RouteContext) {
           state: ready ? ('READY' as const) : ('LOADING' as const),
           reason: ready ? '' : 'loading and warming in every worker',
         }));
-      return c.json(req.ready === true ? index.filter((m) => m.state === 'READY') : index);
+      return c.json(req?.ready === true ? index.filter((m) => m.state === 'READY') : index);
     },
   );
 
