@@ -1,8 +1,16 @@
 /** Open Inference Protocol v2 (KServe, Triton): server and model metadata, health, and JSON inference. */
-import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import { createRoute, OpenAPIHono, type RouteConfig } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { invalid } from '../errors.js';
-import { ACCESS_ERRORS, json, PREDICTION_ERRORS, register, secured, v2ErrorResponses } from '../openapi.js';
+import {
+  ACCESS_ERRORS,
+  json,
+  PREDICTION_ERRORS,
+  type RouteHandler,
+  register,
+  secured,
+  v2ErrorResponses,
+} from '../openapi.js';
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import { toV2Datatype } from '../tensor.js';
@@ -128,6 +136,15 @@ export function v2Routes(ctx: RouteContext) {
   const { deps, config, inference, body, answer } = ctx;
   const { registry, metrics } = deps;
   const app = new OpenAPIHono();
+  /** A route for a model's default version, `/v2/models/{name}…`, and for one version, `…/versions/{v}…`. */
+  const perModel = (
+    route: (path: string, params: typeof S.ModelParams | typeof S.ModelVersionParams) => RouteConfig,
+    suffix: string,
+    handler: RouteHandler,
+  ) => {
+    register(app, route(`/v2/models/{name}${suffix}`, S.ModelParams), handler);
+    register(app, route(`/v2/models/{name}/versions/{version}${suffix}`, S.ModelVersionParams), handler);
+  };
 
   const infer = async (c: Context) => {
     const started = performance.now();
@@ -263,15 +280,9 @@ export function v2Routes(ctx: RouteContext) {
   // Triton).
   if (deps.stats) {
     register(app, statsRoute('/v2/models/stats', undefined), stats);
-    register(app, statsRoute('/v2/models/{name}/stats', S.ModelParams), stats);
-    register(app, statsRoute('/v2/models/{name}/versions/{version}/stats', S.ModelVersionParams), stats);
+    perModel(statsRoute, '/stats', stats);
   }
-  register(app, configRoute('/v2/models/{name}/config', S.ModelParams), configuration);
-  register(
-    app,
-    configRoute('/v2/models/{name}/versions/{version}/config', S.ModelVersionParams),
-    configuration,
-  );
+  perModel(configRoute, '/config', configuration);
   register(
     app,
     createRoute({
@@ -343,15 +354,8 @@ export function v2Routes(ctx: RouteContext) {
       return c.json({ ready: true });
     },
   );
-  register(app, metadataRoute('/v2/models/{name}', S.ModelParams), metadata);
-  register(app, metadataRoute('/v2/models/{name}/versions/{version}', S.ModelVersionParams), metadata);
-  register(app, modelReadyRoute('/v2/models/{name}/ready', S.ModelParams), modelReady);
-  register(
-    app,
-    modelReadyRoute('/v2/models/{name}/versions/{version}/ready', S.ModelVersionParams),
-    modelReady,
-  );
-  register(app, inferRoute('/v2/models/{name}/infer', S.ModelParams), infer);
-  register(app, inferRoute('/v2/models/{name}/versions/{version}/infer', S.ModelVersionParams), infer);
+  perModel(metadataRoute, '', metadata);
+  perModel(modelReadyRoute, '/ready', modelReady);
+  perModel(inferRoute, '/infer', infer);
   return app;
 }
