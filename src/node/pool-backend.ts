@@ -84,6 +84,9 @@ export function createPoolBackend(
       maxQueue: options.maxQueue ?? 1000,
       taskQueue: new LaneQueue(),
       workerData,
+      // Piscina's own run and wait histograms: unused (the workers time their runs, see createBusyMeter),
+      // and native memory that a closed pool kept (about 0.35 MB per pool, measured over 120 pools).
+      recordTiming: false,
     });
     // Every worker's busy counter exists from its start (replacements included), so rate() has a series.
     p.on('message', (m: unknown) => {
