@@ -5,10 +5,8 @@
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
-import { compress } from 'hono/compress';
 import { cors } from 'hono/cors';
 import { routePath } from 'hono/route';
-import { COMPRESSIBLE_CONTENT_TYPE_REGEX as COMPRESSIBLE } from 'hono/utils/compress';
 import { createAccessControl, type Scope } from './access.js';
 import { type ErrorCode, ServeError } from './errors.js';
 import { honoPath, routeAccess, SECURITY_SCHEMES } from './openapi.js';
@@ -37,9 +35,6 @@ const PREDICTION_PATHS = [
   '/v2/models/:name/infer',
   '/v2/models/:name/versions/:version/infer',
 ];
-
-/** Smaller answers go uncompressed (hono's default threshold). */
-const COMPRESS_ABOVE_BYTES = 1024;
 
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
@@ -135,27 +130,6 @@ export function createApp(deps: AppDeps, config: AppConfig) {
         if (entry) stats.request(entry, c.res.status < 400, performance.now() - started);
       });
     }
-  }
-
-  // Open Inference Protocol answers are compressed as the client offers (Accept-Encoding: gzip or deflate,
-  // what Triton's client sends for response_compression_algorithm), binary tensor data included. Hono's
-  // compress skips bodies under its threshold only when it knows their length, so answers it may compress
-  // are measured first: small ones are not worth the CPU.
-  for (const path of ['/v2', '/v2/*']) {
-    app.use(
-      path,
-      compress({
-        threshold: COMPRESS_ABOVE_BYTES,
-        contentTypeFilter: (type) => COMPRESSIBLE.test(type) || type.startsWith('application/octet-stream'),
-      }),
-    );
-    app.use(path, async function measureForCompression(c, next) {
-      await next();
-      if (!c.req.header('accept-encoding') || c.res.headers.has('content-length') || !c.res.body) return;
-      const body = await c.res.arrayBuffer();
-      c.res = new Response(body, c.res);
-      c.res.headers.set('content-length', String(body.byteLength));
-    });
   }
 
   // Refusals happen here, on the headers alone, before any route reads a body: prediction routes only.

@@ -1,6 +1,7 @@
 /** Open Inference Protocol v2 (KServe, Triton): server and model metadata, health, and JSON inference. */
 import { createRoute, OpenAPIHono, type RouteConfig } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { jsonCompressible, sendCompressible } from '../compression.js';
 import { invalid } from '../errors.js';
 import {
   ACCESS_ERRORS,
@@ -212,14 +213,11 @@ export function v2Routes(ctx: RouteContext) {
           outputs: sent,
         },
         // Binary outputs follow the JSON; with none, the answer is plain JSON, as Triton sends it.
-        ...(parts.length > 0
-          ? {
-              send: (c: Context, header: unknown) => {
-                const b = binaryBody(header, parts);
-                return c.body(b.body, 200, b.headers);
-              },
-            }
-          : {}),
+        send: (c: Context, header: unknown) => {
+          if (parts.length === 0) return jsonCompressible(c, header);
+          const b = binaryBody(header, parts);
+          return sendCompressible(c, b.body, b.headers);
+        },
       };
     });
   };
@@ -227,7 +225,7 @@ export function v2Routes(ctx: RouteContext) {
   const metadata = (c: Context) => {
     ctx.requireLoaded();
     const e = registry.resolve(c.req.param('name'), c.req.param('version'));
-    return c.json({
+    return jsonCompressible(c, {
       name: e.name,
       versions: registry.versions(e.name).map((v) => v.version),
       platform: 'onnxruntime_onnx',
@@ -253,7 +251,8 @@ export function v2Routes(ctx: RouteContext) {
   const configuration = (c: Context) => {
     ctx.requireLoaded();
     const e = registry.resolve(c.req.param('name'), c.req.param('version'));
-    return c.json(
+    return jsonCompressible(
+      c,
       modelConfig(e, {
         batching: config.batching,
         instances: config.instances,
@@ -273,7 +272,7 @@ export function v2Routes(ctx: RouteContext) {
         : version === undefined
           ? registry.versions(registry.resolve(name).name)
           : [registry.resolve(name, version)];
-    return c.json({ model_stats: deps.stats!.snapshot(entries) });
+    return jsonCompressible(c, { model_stats: deps.stats!.snapshot(entries) });
   };
 
   // Served where statistics are kept; before /v2/models/{name}: "stats" is this route, not a model (as in
@@ -314,7 +313,7 @@ export function v2Routes(ctx: RouteContext) {
           state: ready ? ('READY' as const) : ('LOADING' as const),
           reason: ready ? '' : 'loading and warming in every worker',
         }));
-      return c.json(req?.ready === true ? index.filter((m) => m.state === 'READY') : index);
+      return jsonCompressible(c, req?.ready === true ? index.filter((m) => m.state === 'READY') : index);
     },
   );
 
