@@ -259,13 +259,25 @@ describe('each scope against each route group (AUTH_PREDICTIONS=keyed)', () => {
 });
 
 describe('defaults: predictions open, admin routes off until an admin key exists', () => {
-  it('serves predictions without a key, refuses a wrong key, and refuses admin routes', async () => {
+  it('serves predictions without a key (a forwarded Authorization is not its business), refuses admin routes', async () => {
     const server = await startTestServer({});
+    const keyed = await startTestServer({ API_KEYS });
     try {
       expect((await server.post('/predict', { features: NAMED })).status).toBe(200);
-      const wrong = await server.post('/predict', { features: NAMED }, { 'x-api-key': 'osk_typo' });
+      // No keys configured: a gateway's own Authorization header passes through unread.
+      const forwarded = await server.post(
+        '/predict',
+        { features: NAMED },
+        { authorization: 'Bearer gw-token' },
+      );
+      expect(forwarded.status).toBe(200);
+      // Keys configured, predictions still open: a wrong key is told so.
+      expect((await keyed.post('/predict', { features: NAMED })).status).toBe(200);
+      const wrong = await keyed.post('/predict', { features: NAMED }, { 'x-api-key': 'osk_typo' });
       expect(wrong.status).toBe(401);
       expect((await refusal(wrong)).code).toBe('ERR_UNAUTHENTICATED');
+      const scorer = await keyed.post('/predict', { features: NAMED }, { 'x-api-key': PREDICT_KEY });
+      expect(scorer.status).toBe(200);
       for (const headers of [{}, { 'x-api-key': 'osk_typo' }] as Record<string, string>[]) {
         const res = await server.get('/audit', headers);
         if ('x-api-key' in headers) {
@@ -278,7 +290,7 @@ describe('defaults: predictions open, admin routes off until an admin key exists
         expect(err.message).toMatch(/no key with the admin scope/);
       }
     } finally {
-      await server.close();
+      await Promise.all([server.close(), keyed.close()]);
     }
   });
 

@@ -245,7 +245,10 @@ describe('deploy/k8s', () => {
   );
   it('uses variables the server reads and a container port equal to PORT', () => {
     for (const k of Object.keys(env)) expect(CONFIG_VARIABLES, k).toContain(k);
-    expect(() => loadConfig(env)).not.toThrow();
+    // The keys file is the secret's, mounted in the pod: a file of the same shape here.
+    const keysFile = join(mkdtempSync(join(tmpdir(), 'keys-')), 'api-keys');
+    writeFileSync(keysFile, `ci:predict:${'ab'.repeat(32)}\n`);
+    expect(() => loadConfig({ ...env, API_KEYS_FILE: keysFile })).not.toThrow();
     expect(String(container.ports[0].containerPort)).toBe(env.PORT);
     expect(deployment.spec.template.metadata.annotations['prometheus.io/port']).toBe(env.PORT);
   });
@@ -261,6 +264,16 @@ describe('deploy/k8s', () => {
       deployment.spec.template.spec.terminationGracePeriodSeconds,
     );
   });
+  it('mounts the API keys file from a secret, read-only', () => {
+    const mount = container.volumeMounts.find((m: { mountPath: string }) =>
+      env.API_KEYS_FILE.startsWith(`${m.mountPath}/`),
+    );
+    expect(mount?.readOnly).toBe(true);
+    const volume = deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === mount.name);
+    const file = env.API_KEYS_FILE.slice(mount.mountPath.length + 1);
+    expect(volume.secret.items).toContainEqual(expect.objectContaining({ path: file }));
+  });
+
   it('mounts a writable volume at AUDIT_DIR (the root filesystem is read-only)', () => {
     const mount = container.volumeMounts.find((m: { mountPath: string }) => m.mountPath === env.AUDIT_DIR);
     expect(mount).toBeDefined();

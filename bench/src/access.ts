@@ -67,6 +67,8 @@ try {
     const rps: Record<string, number[]> = {};
     const p99: Record<string, number[]> = {};
     const cpu: Record<string, number[]> = {};
+    // Server CPU per request: steadier than req/s on a shared 2-core machine.
+    const usPerRequest: Record<string, number[]> = {};
     for (let round = 1; round <= ROUNDS; round++) {
       for (const [i, p] of procs.entries()) {
         const s = specs[i]!;
@@ -84,6 +86,7 @@ try {
         (rps[s.name] ??= []).push(r.rps);
         (p99[s.name] ??= []).push(r.p99);
         (cpu[s.name] ??= []).push(r.serverCpu);
+        (usPerRequest[s.name] ??= []).push(Math.round((r.serverCpu / r.rps) * 1e6));
         console.log(
           `${connections}c r${round} ${s.name.padEnd(12)} ${r.rps} req/s p99 ${r.p99} ms cpu ${r.serverCpu}`,
         );
@@ -94,7 +97,9 @@ try {
       const m = median(rps[s.name]!);
       console.log(
         `${connections}c ${s.name.padEnd(12)} median ${m} req/s (${(m / open).toFixed(3)}× open), ` +
-          `p99 ${median(p99[s.name]!)} ms, server cpu ${median(cpu[s.name]!)}; rounds ${rps[s.name]!.join(' ')}`,
+          `p99 ${median(p99[s.name]!)} ms, server cpu ${median(cpu[s.name]!)}, ` +
+          `${median(usPerRequest[s.name]!)} µs cpu/request (${(median(usPerRequest[s.name]!) / median(usPerRequest.open!)).toFixed(3)}× open); ` +
+          `rounds ${rps[s.name]!.join(' ')}`,
       );
     }
   }

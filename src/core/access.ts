@@ -72,6 +72,8 @@ export interface AccessDeps {
   clientAddress?: (c: Context) => string | undefined;
   /** Counts a refusal: `key` is the key's name, `anonymous`, or `unknown`. */
   refused?: (reason: RefusalReason, key: string) => void;
+  /** Adds a response header the runtime's cheapest way (see `AppDeps.responseHeader`); default c.header. */
+  header?: (c: Context, name: string, value: string) => void;
 }
 
 /** The key a request presented, by name (set on the context of every route that checks keys). */
@@ -198,14 +200,6 @@ export function presentedKey(c: Context): string | undefined {
 
 const policyName = (anonymous: boolean) => (anonymous ? 'per-address' : 'per-key');
 
-/** The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-08 and later). */
-function rateHeaders(c: Context, name: string, policy: RatePolicy, d: RateDecision) {
-  c.header('RateLimit-Policy', `"${name}";q=${policy.points};w=${policy.windowSeconds}`);
-  if (d.remaining !== undefined) {
-    c.header('RateLimit', `"${name}";r=${Math.max(0, d.remaining)};t=${Math.max(0, d.resetSeconds)}`);
-  }
-}
-
 export interface AccessControl {
   /** The middleware for routes of this access level (public routes get none). */
   guard(access: Scope): MiddlewareHandler;
@@ -213,13 +207,21 @@ export interface AccessControl {
 
 export function createAccessControl(config: AccessConfig, deps: AccessDeps = {}): AccessControl {
   const keys = config.keys;
+  const header = deps.header ?? ((c: Context, name: string, value: string) => c.header(name, value));
+  /** The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-08 and later). */
+  const rateHeaders = (c: Context, name: string, policy: RatePolicy, d: RateDecision) => {
+    header(c, 'RateLimit-Policy', `"${name}";q=${policy.points};w=${policy.windowSeconds}`);
+    if (d.remaining !== undefined) {
+      header(c, 'RateLimit', `"${name}";r=${Math.max(0, d.remaining)};t=${Math.max(0, d.resetSeconds)}`);
+    }
+  };
   const adminConfigured = keys.some((k) => k.scopes.includes('admin'));
   const refuse = (reason: RefusalReason, key: string, err: ServeError): never => {
     deps.refused?.(reason, key);
     throw err;
   };
   const unauthenticated = (message: string, reason: RefusalReason, key: string, c: Context) => {
-    c.header('WWW-Authenticate', reason === 'unknown_key' ? 'Bearer error="invalid_token"' : 'Bearer');
+    header(c, 'WWW-Authenticate', reason === 'unknown_key' ? 'Bearer error="invalid_token"' : 'Bearer');
     return refuse(reason, key, new ServeError('ERR_UNAUTHENTICATED', message, { field: 'authorization' }));
   };
 
@@ -285,6 +287,12 @@ export function createAccessControl(config: AccessConfig, deps: AccessDeps = {})
       await next();
     };
 
-  const guards = { predict: guard('predict'), admin: guard('admin') };
+  // No keys and no limits for anonymous callers: nothing to check on a prediction route (the default). A key
+  // sent anyway (a gateway forwarding its own Authorization header, say) is not this server's business.
+  const open: MiddlewareHandler = (_c, next) => next();
+  const guards = {
+    predict: keys.length === 0 && !config.anonymousRate && !config.keyedPredictions ? open : guard('predict'),
+    admin: guard('admin'),
+  };
   return { guard: (access) => guards[access] };
 }

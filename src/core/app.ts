@@ -39,7 +39,7 @@ const PREDICTION_PATHS = [
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
 /** Headers every response carries; the request headers a browser may send cross-origin, by default. */
-const SECURITY_HEADERS = (crossOrigin: boolean): [string, string][] => [
+export const SECURITY_HEADERS = (crossOrigin: boolean): [string, string][] => [
   ['X-Content-Type-Options', 'nosniff'],
   ['X-Frame-Options', 'DENY'],
   ['Referrer-Policy', 'no-referrer'],
@@ -67,8 +67,10 @@ const CORS_EXPOSED_HEADERS = [
 
 /**
  * The security headers, set before the route runs so they join the response as it is built (errors too).
- * Hono's secureHeaders sets them on the finished response instead, which on Node turns the server's
- * lightweight response into a full one: a cost on every request of the hot path.
+ * (Hono's secureHeaders sets them on the finished response.) On Node the entry point sets them on Node's
+ * response instead (`AppConfig.securityHeadersByRuntime`): any header set through Hono's context makes
+ * every answer build a Headers object rather than take @hono/node-server's lightweight path, which cost
+ * a quarter of /predict's CPU per request (bench/ab-wrk.sh).
  */
 function securityHeaders(crossOrigin: boolean): MiddlewareHandler {
   const headers = SECURITY_HEADERS(crossOrigin);
@@ -101,7 +103,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       code === 'ERR_NOT_FOUND' || code === 'ERR_METHOD_NOT_ALLOWED' ? 'unmatched' : routePath(c, -1);
     metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
   });
-  app.use('*', securityHeaders(config.cors !== undefined));
+  if (!config.securityHeadersByRuntime) app.use('*', securityHeaders(config.cors !== undefined));
   if (config.cors) app.use('*', corsMiddleware(config.cors));
 
   // Keys and rate limits come before admission control: a refused caller never holds a place, and an
@@ -111,6 +113,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     limiter: deps.rateLimiter,
     clientAddress: deps.clientAddress,
     refused: metrics.refused ? (reason, key) => metrics.refused!(reason, key) : undefined,
+    header: deps.responseHeader,
   });
   let scopes: Map<string, Scope> | undefined;
   app.use('*', function checkAccess(c, next) {

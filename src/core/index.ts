@@ -18,7 +18,7 @@ export {
   type AdmissionStats,
   createAdmission,
 } from './admission.js';
-export { type AppConfig, type AppDeps, type CorsConfig, createApp } from './app.js';
+export { type AppConfig, type AppDeps, type CorsConfig, createApp, SECURITY_HEADERS } from './app.js';
 export {
   type AuditQuery,
   type AuditReader,

@@ -9,7 +9,7 @@ import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { createAdmission } from '../core/admission.js';
-import { createApp } from '../core/app.js';
+import { createApp, SECURITY_HEADERS } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
 import { createModelStats } from '../core/model-stats.js';
@@ -118,6 +118,26 @@ function clientAddress(trustedHops: number) {
 }
 
 type Fetch = (req: Request, env?: object) => Response | Promise<Response>;
+
+/** A header set on Node's response (merged into the app's answer when it is written), else through Hono. */
+function nodeResponseHeader(c: Context, name: string, value: string) {
+  const outgoing = (c.env as { outgoing?: { setHeader(n: string, v: string): void } } | undefined)?.outgoing;
+  if (outgoing) outgoing.setHeader(name, value);
+  else c.header(name, value);
+}
+
+/**
+ * The security headers, set on Node's response before the app runs: Node merges them into whatever the app
+ * answers (errors and refusals too), and the app's answers keep @hono/node-server's lightweight path.
+ */
+function withSecurityHeaders(fetch: Fetch, crossOrigin: boolean): Fetch {
+  const headers = SECURITY_HEADERS(crossOrigin);
+  return (req, env) => {
+    const outgoing = (env as { outgoing?: { setHeader(n: string, v: string): void } } | undefined)?.outgoing;
+    if (outgoing) for (const [name, value] of headers) outgoing.setHeader(name, value);
+    return fetch(req, env);
+  };
+}
 
 /** While draining, every response tells its client to close the connection (and Node closes it after). */
 function drainAware(fetch: Fetch, draining: () => boolean): Fetch {
@@ -274,6 +294,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       docsAsset: createDocsAssets(),
       rateLimiter: limiter,
       clientAddress: clientAddress(config.access.trustProxyHops),
+      responseHeader: nodeResponseHeader,
     },
     {
       maxBodyBytes: config.maxBodyBytes,
@@ -285,11 +306,15 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       instances: config.poolSize,
       access: config.access,
       cors: config.cors,
+      securityHeadersByRuntime: true,
     },
   );
   logAccess(config, limiter);
   const server = await listen(
-    drainAware(app.fetch, () => closing),
+    withSecurityHeaders(
+      drainAware(app.fetch, () => closing),
+      config.cors !== undefined,
+    ),
     config,
   );
   const port = (server.address() as AddressInfo).port;

@@ -51,6 +51,11 @@ export interface AppDeps {
   rateLimiter?: RateLimiter;
   /** The caller's address, for anonymous callers' rate limits; absent = they share one limit. */
   clientAddress?: (c: Context) => string | undefined;
+  /**
+   * Adds a header to this request's response the runtime's cheapest way; absent = `c.header`. On Node, a
+   * header set through Hono's context moves the answer off @hono/node-server's lightweight path.
+   */
+  responseHeader?: (c: Context, name: string, value: string) => void;
 }
 
 /** Cross-origin requests from browsers: off unless origins are listed. */
@@ -87,6 +92,8 @@ export interface AppConfig {
   access?: AccessConfig;
   /** Absent = no CORS headers (browsers on other origins cannot read answers). */
   cors?: CorsConfig;
+  /** The entry point adds `SECURITY_HEADERS` to every response itself (Node, where that is cheaper). */
+  securityHeadersByRuntime?: boolean;
 }
 
 export interface RouteContext {
