@@ -3,6 +3,7 @@
  * take turns, wait in a bounded line, and are refused before their body is read when the line is full.
  */
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rows } from './reference.js';
 import { json, startTestServer } from './server.js';
@@ -107,6 +108,28 @@ describe('large bodies', () => {
     const times = ok.map((r) => r.ms).sort((a, b) => a - b);
     expect(times[2]! - times[0]!).toBeGreaterThan(450);
     for (const r of ok) expect(r.body.count).toBe(60);
+  });
+
+  it('counts a compressed body as large whatever its length: its size is known only once inflated', async () => {
+    const holder = heavy(7);
+    await new Promise((r) => setTimeout(r, 50));
+    const tiny = gzipSync(
+      JSON.stringify({
+        inputs: [{ name: 'float_input', shape: [1, 7], datatype: 'FP32', data: [1, 2, 3, 4, 5, 6, 7] }],
+        parameters: { use_cache: false },
+      }),
+    );
+    expect(tiny.byteLength).toBeLessThan(2048);
+    const small = fetch(`${server.url}/v2/models/churn/infer`, {
+      method: 'POST',
+      headers: { 'content-encoding': 'gzip' },
+      body: tiny,
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const metrics = await (await server.get('/metrics')).text();
+    expect(metrics).toMatch(/^onnxserve_heavy_requests_waiting 1$/m);
+    expect((await small).status).toBe(200);
+    expect((await holder).status).toBe(200);
   });
 
   it('refuses before reading the body: the answer arrives while the client has sent only headers', async () => {

@@ -24,17 +24,45 @@ function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
   return move({ [transferableSymbol]: transfer, [valueSymbol]: value } as unknown as ArrayBuffer);
 }
 
-export default async function handle(task: WorkerTask): Promise<DescribeResult | RunReply> {
+/** Hold this worker until every worker has its release task (or a few seconds pass), then release. */
+async function release(arrived: SharedArrayBuffer, workers: number): Promise<void> {
+  const count = new Int32Array(arrived);
+  Atomics.add(count, 0, 1);
+  Atomics.notify(count, 0);
+  const until = Date.now() + RELEASE_WAIT_MS;
+  for (
+    let seen = Atomics.load(count, 0);
+    seen < workers && Date.now() < until;
+    seen = Atomics.load(count, 0)
+  ) {
+    Atomics.wait(count, 0, seen, until - Date.now());
+  }
+  await backend.close();
+}
+
+const RELEASE_WAIT_MS = 5000;
+
+export default async function handle(task: WorkerTask): Promise<DescribeResult | RunReply | undefined> {
   if (task.op === 'describe') return signatures;
+  if (task.op === 'release') {
+    await release(task.arrived, task.workers);
+    return undefined;
+  }
   if (task.runId !== undefined)
     parentPort?.postMessage({ type: 'onnx-run-started', runId: task.runId } satisfies RunStartedMessage);
   const started = performance.now();
-  const outputs = await backend.run(task.modelId, task.inputs);
+  let phases = { inputMs: 0, inferMs: 0, outputMs: 0 };
+  const outputs = await backend.run(task.modelId, task.inputs, {
+    onTiming: ({ inputMs, inferMs, outputMs }) => {
+      phases = { inputMs, inferMs, outputMs };
+    },
+  });
   const reply: RunReply = {
     outputs,
     threadId,
     startedAt: performance.timeOrigin + started,
     busyMs: performance.now() - started,
+    ...phases,
   };
   return withTransfer(reply, transferListOf(outputs)) as unknown as RunReply;
 }

@@ -14,6 +14,11 @@ export interface WorkerInit {
 
 export type WorkerTask =
   | { op: 'describe' }
+  /**
+   * Release every session (the pool is being replaced). One such task per worker, at once: each waits on
+   * `arrived` (an Int32Array counter over shared memory) until all `workers` have one, so none takes two.
+   */
+  | { op: 'release'; arrived: SharedArrayBuffer; workers: number }
   | {
       op: 'run';
       modelId: string;
@@ -52,6 +57,10 @@ export interface RunReply {
   /** When the run started, in ms since the epoch (performance.timeOrigin + performance.now()). */
   startedAt: number;
   busyMs: number;
+  /** The run's phases (see RunTiming): converting inputs, the model run, converting outputs. */
+  inputMs: number;
+  inferMs: number;
+  outputMs: number;
 }
 
 /** The buffers to transfer with a set of tensors. A buffer shared by several tensors goes once. */

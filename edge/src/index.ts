@@ -9,6 +9,7 @@ import {
   type AccessConfig,
   createApp,
   createMemoryTier,
+  createModelStats,
   createPredictor,
   createRegistry,
   createTieredCache,
@@ -163,7 +164,8 @@ export async function buildState(env: Env) {
   const registry = createRegistry(entries, { defaultModel });
   // Each request runs its own rows: workerd cancels, as hung, a request that waits on work another request
   // started (a shared batch, a shared in-flight miss). The isolate is single-threaded anyway.
-  const predictor = createPredictor({ backend, batching: false });
+  const stats = createModelStats();
+  const predictor = createPredictor({ backend, batching: false, onBatch: (e, r) => stats.batch(e, r) });
   const ttlSeconds = Number(env.CACHE_TTL_SECONDS ?? 3600);
   const l2 = createCacheApiTier(caches.default, {
     ttlSeconds,
@@ -182,6 +184,8 @@ export async function buildState(env: Env) {
       isReady: () => true,
       cache,
       audit,
+      // This isolate's own counts: each isolate keeps its statistics, as each keeps its cache's first tier.
+      stats,
       rateLimiter: bindingLimiter(env),
       clientAddress: (c) => c.req.header('cf-connecting-ip'),
       health: async () => ({

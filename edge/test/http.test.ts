@@ -146,3 +146,50 @@ describe('bindings', () => {
     expect(body.probability).toBeCloseTo(ref('churn', '1').proba(Object.values(SEED_FEATURES))[1]!, 5);
   });
 });
+
+describe("Triton's extensions on the edge", () => {
+  it('takes gzip binary tensors with no Content-Type, answers binary outputs, and counts them in its stats', async () => {
+    const x = rows(2, 7, 5);
+    const header = new TextEncoder().encode(
+      JSON.stringify({
+        inputs: [
+          { name: 'float_input', shape: [2, 7], datatype: 'FP32', parameters: { binary_data_size: 56 } },
+        ],
+        parameters: { binary_data_output: true, use_cache: false },
+      }),
+    );
+    const body = new Uint8Array(header.byteLength + 56);
+    body.set(header);
+    body.set(new Uint8Array(Float32Array.from(x.flat()).buffer), header.byteLength);
+    const gzipped = new Uint8Array(
+      await new Response(new Blob([body]).stream().pipeThrough(new CompressionStream('gzip'))).arrayBuffer(),
+    );
+    const before = await json(await call('/v2/models/churn/versions/2/stats'));
+    const res = await call('/v2/models/churn/versions/2/infer', undefined, {
+      method: 'POST',
+      headers: { 'content-encoding': 'gzip', 'inference-header-content-length': String(header.byteLength) },
+      body: gzipped,
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/octet-stream');
+    const all = new Uint8Array(await res.arrayBuffer());
+    const n = Number(res.headers.get('inference-header-content-length'));
+    const answer = JSON.parse(new TextDecoder().decode(all.subarray(0, n)));
+    expect(
+      answer.outputs.map((o: { parameters: { binary_data_size: number } }) => o.parameters.binary_data_size),
+    ).toEqual([16, 16]);
+    const probs = new Float32Array(all.slice(n + 16).buffer);
+    const churn = ref('churn', '2');
+    x.forEach((row, r) => {
+      expect(probs[r * 2 + 1]).toBeCloseTo(churn.proba(row)[1]!, 5);
+    });
+    const after = await json(await call('/v2/models/churn/versions/2/stats'));
+    const [b, a] = [before.model_stats[0], after.model_stats[0]];
+    expect(a.inference_stats.success.count - b.inference_stats.success.count).toBe(1);
+    expect(a.inference_count - b.inference_count).toBe(2);
+    expect(a.execution_count - b.execution_count).toBe(1);
+    const config = await json(await call('/v2/models/churn/config'));
+    expect(config).toMatchObject({ max_batch_size: 0, instance_group: [{ kind: 'KIND_MODEL', count: 1 }] });
+    expect(config.dynamic_batching).toBeUndefined();
+  });
+});

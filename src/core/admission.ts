@@ -5,7 +5,8 @@
  * - Every prediction request counts against `maxInFlight` from arrival to answer; past it, 503
  *   ERR_OVERLOADED at once with Retry-After, so the requests already accepted keep a bounded latency
  *   instead of every request waiting behind an unbounded crowd.
- * - Heavy requests (a declared body of `heavyBodyBytes` or more, or a body of unknown length) also take one
+ * - Heavy requests (a declared body of `heavyBodyBytes` or more, a body of unknown length, or a compressed
+ *   one, whose size is known only once inflated) also take one
  *   of `heavyConcurrency` places, waiting in line (at most `heavyMaxWaiting`) for one. Parsing a 3 MB body
  *   and answering 10,000 rows hold the event loop for tens of ms each; a few of those at a time leave room
  *   for small requests between them, where twenty at once starve them for seconds.
@@ -123,7 +124,9 @@ export function createAdmission(opts: AdmissionOptions) {
     if (declared !== undefined && opts.maxBodyBytes !== undefined && Number(declared) > opts.maxBodyBytes) {
       throw bodyTooLarge(opts.maxBodyBytes);
     }
-    const heavy = declared === undefined || Number(declared) >= opts.heavyBodyBytes;
+    // A compressed body's size is known only once inflated (up to the body limit): it counts as large.
+    const compressed = (c.req.header('content-encoding') ?? 'identity').trim().toLowerCase() !== 'identity';
+    const heavy = declared === undefined || compressed || Number(declared) >= opts.heavyBodyBytes;
     if (heavy && heavyActive >= opts.heavyConcurrency && waiting.length >= opts.heavyMaxWaiting) {
       throw overloaded(
         `${heavyActive} large requests are in progress and ${waiting.length} waiting, the most this server takes`,

@@ -25,6 +25,8 @@ export interface Rendered {
   body: unknown;
   /** The predictions as audited. */
   output: unknown;
+  /** How `body` is sent, when not as JSON (binary tensor data). */
+  send?: (c: Context, body: unknown) => Response;
 }
 
 export type Render = (latencyMs: number, cachedRows: number) => Rendered;
@@ -36,7 +38,7 @@ export function createAnswer(audit: AuditSink | undefined) {
     const latencyMs = round3(performance.now() - a.started);
     let cachedRows = 0;
     if (a.tiers) for (const t of a.tiers) if (t !== undefined) cachedRows++;
-    const { body, output } = render(latencyMs, cachedRows);
+    const { body, output, send } = render(latencyMs, cachedRows);
     audit?.record({
       id: crypto.randomUUID(),
       request_id: a.requestId,
@@ -54,7 +56,7 @@ export function createAnswer(audit: AuditSink | undefined) {
       client_id: c.req.header('x-client-id') ?? null,
       api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
     });
-    return c.json(body);
+    return send ? send(c, body) : c.json(body);
   };
 }
 

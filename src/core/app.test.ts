@@ -11,6 +11,7 @@ describe('createApp before the models are ready', () => {
       predictor: {
         infer: () => Promise.reject(new Error('must not run')),
         queuedRows: () => 0,
+        settled: () => Promise.resolve(),
       },
       metrics: noopMetrics,
       isReady: () => ready,

@@ -10,8 +10,16 @@ import { routePath } from 'hono/route';
 import { createAccessControl, type Scope } from './access.js';
 import { type ErrorCode, ServeError } from './errors.js';
 import { honoPath, routeAccess, SECURITY_SCHEMES } from './openapi.js';
+import type { ModelEntry } from './registry.js';
+import { adminRoutes } from './routes/admin.js';
 import { auditRoutes } from './routes/audit.js';
-import { type AppConfig, type AppDeps, type CorsConfig, createRouteContext } from './routes/context.js';
+import {
+  type AppConfig,
+  type AppDeps,
+  CHOSEN_MODEL,
+  type CorsConfig,
+  createRouteContext,
+} from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { operationRoutes } from './routes/operations.js';
@@ -129,6 +137,19 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     return scope ? access.guard(scope)(c, next) : next();
   });
 
+  // Each prediction request counts for the model version it asked for, answered or failed (Triton's stats).
+  const { stats } = deps;
+  if (stats) {
+    for (const path of PREDICTION_PATHS) {
+      app.use(path, async function recordModelStats(c, next) {
+        const started = performance.now();
+        await next();
+        const entry = c.get(CHOSEN_MODEL as never) as ModelEntry | undefined;
+        if (entry) stats.request(entry, c.res.status < 400, performance.now() - started);
+      });
+    }
+  }
+
   // Refusals happen here, on the headers alone, before any route reads a body: prediction routes only.
   if (deps.admission) {
     for (const path of PREDICTION_PATHS) app.use(path, deps.admission.middleware);
@@ -152,7 +173,11 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     // away) what is left of it first. Close instead when that could be much.
     if (REFUSALS.has(e.code) && largeUnreadBody(c.req.raw)) c.header('Connection', 'close');
     const status = e.status as 400;
-    if (isV2(c.req.path)) return c.json({ error: e.message }, status);
+    // The protocol's error body is one message: it names the field, as the server's own error bodies do.
+    if (isV2(c.req.path)) {
+      const message = e.field && !e.message.includes(e.field) ? `${e.field}: ${e.message}` : e.message;
+      return c.json({ error: message }, status);
+    }
     const error: Record<string, unknown> = { code: e.code, message: e.message };
     if (e.field) error.field = e.field;
     if (e.candidates) error.candidates = e.candidates;
@@ -164,6 +189,8 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', modelRoutes(ctx));
   app.route('/', healthRoutes(ctx));
   app.route('/', auditRoutes(ctx));
+  // What changes which models serve: one module (its routes need the admin scope).
+  app.route('/', adminRoutes(ctx));
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {
     app.openAPIRegistry.registerComponent('securitySchemes', name, scheme);
   }
@@ -185,6 +212,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
         { name: 'models', description: 'What is loaded' },
         { name: 'health', description: 'Liveness and readiness' },
         { name: 'audit', description: 'Reading the audit log back' },
+        { name: 'admin', description: 'Changing which models serve (the repository API)' },
         { name: 'operations', description: 'Metrics and documentation' },
       ],
     });

@@ -26,7 +26,21 @@ export interface ModelSource {
   bytes?: Uint8Array;
 }
 
+/** How one model run went, as the thread that ran it timed it. */
+export interface RunTiming {
+  /** performance.now() of the caller's thread when the run began (after any wait for a free thread). */
+  startedAt: number;
+  /** Turning the input tensors into the runtime's own. */
+  inputMs: number;
+  /** The model run itself. */
+  inferMs: number;
+  /** From the run's end until the outputs are the caller's (conversion, and the trip back from a worker). */
+  outputMs: number;
+}
+
 export interface RunOptions {
+  /** Called once the run has succeeded, with its timing. */
+  onTiming?: (timing: RunTiming) => void;
   /**
    * A part of one large request: it may wait behind smaller runs, so a request of 10,000 rows does not hold
    * every worker while requests of one row queue behind it. Backends without a queue ignore it.
@@ -54,6 +68,12 @@ export interface InferenceBackend {
   load(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
   /** Run one batch. Input tensors may be transferred (and so detached): do not use them afterwards. */
   run(modelId: string, inputs: Record<string, Tensor>, opts?: RunOptions): Promise<Record<string, Tensor>>;
+  /**
+   * Make exactly `models` the loaded set: sessions for every one are created (and warmed) before this
+   * resolves, runs already started finish on the sessions they began on, and sessions of models left out
+   * are released. Backends that load once lack it.
+   */
+  replace?(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
   stats?(): BackendStats;
   close(): Promise<void>;
 }

@@ -21,8 +21,42 @@ export interface BatchReport {
   requests: number;
   /** Per request: ms from arrival to the batch's dispatch. */
   queueWaitMs: number[];
+  /**
+   * Per request: ms from arrival until the model began running its batch (the dispatch, the wait for a free
+   * execution thread and the trip there included): Triton's queue time. Empty when the batch failed.
+   */
+  queueMs: number[];
   computeMs: number;
+  /** Each model run of the batch (one, or a large request's bulk parts), as the backend timed it. */
+  runs: RunReport[];
   failed: boolean;
+}
+
+export interface RunReport {
+  rows: number;
+  inputMs: number;
+  inferMs: number;
+  outputMs: number;
+}
+
+/** Run options that collect each run's timing into `runs`; the earliest start is kept in `runs.startedAt`. */
+export function timedRuns(): {
+  runs: RunReport[];
+  startedAt: () => number | undefined;
+  timed: (rows: number) => RunOptions;
+} {
+  const runs: RunReport[] = [];
+  let first: number | undefined;
+  return {
+    runs,
+    startedAt: () => first,
+    timed: (rows) => ({
+      onTiming: (t) => {
+        runs.push({ rows, inputMs: t.inputMs, inferMs: t.inferMs, outputMs: t.outputMs });
+        if (first === undefined || t.startedAt < first) first = t.startedAt;
+      },
+    }),
+  };
 }
 
 type Outputs = Record<string, Tensor>;
@@ -188,14 +222,18 @@ export class MicroBatcher {
   }
 
   /** One request larger than a batch: runs of at most maxBatchRows rows, all queued at once, joined in order. */
-  async #runInParts(inputs: Record<string, Tensor>, rows: number): Promise<Outputs> {
+  async #runInParts(
+    inputs: Record<string, Tensor>,
+    rows: number,
+    timed: (rows: number) => RunOptions,
+  ): Promise<Outputs> {
     const size = this.#opts.maxBatchRows;
     const parts: Promise<Outputs>[] = [];
     for (let start = 0; start < rows; start += size) {
       const end = Math.min(rows, start + size);
       const part: Record<string, Tensor> = {};
       for (const name in inputs) part[name] = sliceRows(inputs[name]!, start, end);
-      parts.push(this.#run(part, { bulk: true }));
+      parts.push(this.#run(part, { bulk: true, ...timed(end - start) }));
     }
     const results = await Promise.all(parts);
     const joined: Outputs = {};
@@ -215,12 +253,15 @@ export class MicroBatcher {
     let rows = 0;
     for (const item of batch) rows += item.rows;
     let failed = false;
+    const { runs, startedAt, timed } = timedRuns();
     try {
       const inputs: Record<string, Tensor> = {};
       for (const name of Object.keys(batch[0]!.inputs))
         inputs[name] = concatRows(batch.map((i) => i.inputs[name]!));
       const outputs =
-        rows > this.#opts.maxBatchRows ? await this.#runInParts(inputs, rows) : await this.#run(inputs);
+        rows > this.#opts.maxBatchRows
+          ? await this.#runInParts(inputs, rows, timed)
+          : await this.#run(inputs, timed(rows));
       split(outputs, batch, rows);
     } catch (err) {
       failed = true;
@@ -232,7 +273,9 @@ export class MicroBatcher {
         rows,
         requests: batch.length,
         queueWaitMs: batch.map((i) => started - i.enqueuedAt),
+        queueMs: failed ? [] : batch.map((i) => (startedAt() ?? started) - i.enqueuedAt),
         computeMs: now() - started,
+        runs: failed ? [] : runs,
         failed,
       });
       // Rows that arrived while every slot was busy go now, without waiting out a fresh delay.

@@ -1,8 +1,13 @@
 /** Stable error codes, each with its HTTP status. */
 export const ERROR_STATUS = {
   ERR_BAD_JSON: 400,
+  /** Binary tensor data (Inference-Header-Content-Length, binary_data_size) that does not add up. */
+  ERR_BAD_BINARY: 400,
+  /** A compressed body that does not decompress. */
+  ERR_BAD_ENCODING: 400,
   ERR_VALIDATION: 422,
   ERR_CONTENT_TYPE: 415,
+  ERR_CONTENT_ENCODING: 415,
   ERR_BODY_TOO_LARGE: 413,
   ERR_TOO_MANY_ROWS: 413,
   ERR_MODEL_NOT_FOUND: 404,
@@ -21,6 +26,8 @@ export const ERROR_STATUS = {
   ERR_OVERLOADED: 503,
   ERR_DEADLINE_EXCEEDED: 504,
   ERR_NOT_READY: 503,
+  /** The model is unloaded (or loading) through the repository API. */
+  ERR_MODEL_UNAVAILABLE: 503,
   ERR_SHUTTING_DOWN: 503,
   /** The audit store cannot be read now (down, or not configured here). */
   ERR_AUDIT_UNAVAILABLE: 503,

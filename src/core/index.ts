@@ -43,6 +43,7 @@ export type {
   ModelSignature,
   ModelSource,
   RunOptions,
+  RunTiming,
   TensorInfo,
 } from './backend.js';
 export type { BatcherOptions, BatchReport } from './batcher.js';
@@ -58,6 +59,7 @@ export {
 } from './cache.js';
 export { type ErrorCode, ServeError } from './errors.js';
 export { type AppMetrics, noopMetrics } from './metrics.js';
+export { createModelStats, type ModelStat, type ModelStats } from './model-stats.js';
 export { createOrtSessionBackend, type OrtSessionLike } from './ort-session-backend.js';
 export { createPredictor, type Predictor, type PredictorOptions } from './predictor.js';
 export {

@@ -3,7 +3,7 @@
  * model id, a warm-up run after loading, runs, release. Each flavour supplies only how it creates a session
  * and a tensor; typed structurally so the core imports neither runtime.
  */
-import type { InferenceBackend, ModelSignature, ModelSource } from './backend.js';
+import type { InferenceBackend, ModelSignature, ModelSource, RunOptions } from './backend.js';
 import { fromOrtResults, type OrtValueMetadata, signatureOf, warmupTensors } from './ort-signature.js';
 import type { Tensor } from './tensor.js';
 
@@ -47,10 +47,22 @@ export function createOrtSessionBackend(opts: OrtSessionBackendOptions): Inferen
       }
       return signatures;
     },
-    async run(modelId: string, inputs: Record<string, Tensor>) {
+    async run(modelId: string, inputs: Record<string, Tensor>, runOptions?: RunOptions) {
       const session = sessions.get(modelId);
       if (!session) throw new Error(`model ${modelId} is not loaded in this backend`);
-      return fromOrtResults(await session.run(feeds(inputs)));
+      const startedAt = performance.now();
+      const fed = feeds(inputs);
+      const fedAt = performance.now();
+      const results = await session.run(fed);
+      const ranAt = performance.now();
+      const outputs = fromOrtResults(results);
+      runOptions?.onTiming?.({
+        startedAt,
+        inputMs: fedAt - startedAt,
+        inferMs: ranAt - fedAt,
+        outputMs: performance.now() - ranAt,
+      });
+      return outputs;
     },
     async close() {
       for (const s of sessions.values()) await s.release();

@@ -148,11 +148,16 @@ export const V2InferRequest = z
           name: z.string(),
           shape: z.array(z.number().int().nonnegative()),
           datatype: z.string().openapi({ example: 'FP32' }),
-          data: z.array(z.unknown()).openapi({
-            description: 'Row-major values, flat or nested.',
-            type: 'array',
-            items: {},
-          } as never),
+          data: z
+            .array(z.unknown())
+            .optional()
+            .openapi({
+              description:
+                'Row-major values, flat or nested; absent when `parameters.binary_data_size` says the ' +
+                'values follow the JSON as binary tensor data.',
+              type: 'array',
+              items: {},
+            } as never),
           parameters: V2Parameters.optional(),
         }),
       )
@@ -171,7 +176,14 @@ const V2Tensor = z.object({
   name: z.string(),
   datatype: z.string(),
   shape: z.array(z.number()),
-  data: z.array(z.union([z.number(), z.boolean()])),
+  data: z
+    .array(z.union([z.number(), z.boolean()]))
+    .optional()
+    .openapi({ description: 'Absent for an output returned as binary tensor data.' }),
+  parameters: z
+    .object({ binary_data_size: z.number().int() })
+    .optional()
+    .openapi({ description: 'For an output returned as binary tensor data: its size in bytes.' }),
 });
 
 export const V2InferResponse = z
@@ -205,6 +217,99 @@ export const V2ServerMetadata = z
 export const V2Live = z.object({ live: z.boolean() }).openapi('V2Live');
 export const V2Ready = z.object({ ready: z.boolean() }).openapi('V2Ready');
 export const V2ModelReady = z.object({ name: z.string(), ready: z.boolean() }).openapi('V2ModelReady');
+
+const V2ConfigTensor = z.object({
+  name: z.string(),
+  data_type: z.string().openapi({ example: 'TYPE_FP32' }),
+  format: z.literal('FORMAT_NONE'),
+  dims: z
+    .array(z.number().int())
+    .openapi({ description: 'Without the batch dimension when max_batch_size > 0; -1 = any size.' }),
+  reshape: z.object({ shape: z.array(z.number().int()) }).optional(),
+});
+
+export const V2ModelConfig = z
+  .object({
+    name: z.string(),
+    platform: z.literal('onnxruntime_onnx'),
+    backend: z.literal('onnxruntime'),
+    version_policy: z.object({ all: z.object({}) }),
+    max_batch_size: z.number().int(),
+    input: z.array(V2ConfigTensor),
+    output: z.array(V2ConfigTensor),
+    dynamic_batching: z
+      .object({
+        max_queue_delay_microseconds: z.number().int(),
+        preferred_batch_size: z.array(z.number().int()),
+        preserve_ordering: z.boolean(),
+        default_queue_policy: z.object({
+          timeout_action: z.literal('REJECT'),
+          default_timeout_microseconds: z.number().int(),
+          allow_timeout_override: z.boolean(),
+          max_queue_size: z.number().int(),
+        }),
+      })
+      .optional(),
+    instance_group: z.array(
+      z.object({ name: z.string(), kind: z.enum(['KIND_CPU', 'KIND_MODEL']), count: z.number().int() }),
+    ),
+    default_model_filename: z.string(),
+  })
+  .openapi('V2ModelConfig');
+
+export const V2RepositoryIndexRequest = z
+  .object({ ready: z.boolean().optional() })
+  .openapi('V2RepositoryIndexRequest');
+
+export const V2RepositoryRequest = z
+  .object({ parameters: z.record(z.string(), z.unknown()).optional() })
+  .openapi('V2RepositoryRequest');
+
+export const V2RepositoryAction = z
+  .object({ name: z.string(), state: z.enum(['READY', 'UNAVAILABLE']), versions: z.array(z.string()) })
+  .openapi('V2RepositoryAction');
+
+export const V2RepositoryIndex = z
+  .array(
+    z.object({
+      name: z.string(),
+      version: z.string(),
+      state: z.enum(['READY', 'UNAVAILABLE', 'LOADING']),
+      reason: z.string(),
+    }),
+  )
+  .openapi('V2RepositoryIndex');
+
+const StatDuration = z.object({ count: z.number().int(), ns: z.number().int() });
+const ComputeStats = {
+  compute_input: StatDuration,
+  compute_infer: StatDuration,
+  compute_output: StatDuration,
+};
+
+export const V2ModelStats = z
+  .object({
+    model_stats: z.array(
+      z.object({
+        name: z.string(),
+        version: z.string(),
+        last_inference: z.number().int().openapi({ description: 'Epoch ms of the last request; 0 = none.' }),
+        inference_count: z
+          .number()
+          .int()
+          .openapi({ description: 'Rows the model computed (cache hits excluded).' }),
+        execution_count: z.number().int().openapi({ description: 'Model runs.' }),
+        inference_stats: z.object({
+          success: StatDuration,
+          fail: StatDuration,
+          queue: StatDuration,
+          ...ComputeStats,
+        }),
+        batch_stats: z.array(z.object({ batch_size: z.number().int(), ...ComputeStats })),
+      }),
+    ),
+  })
+  .openapi('V2ModelStats');
 
 const TensorInfo = z.object({
   name: z.string(),

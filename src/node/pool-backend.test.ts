@@ -12,6 +12,34 @@ const row = (first: number) => ({
 });
 
 describe('pool backend', () => {
+  it('replaces its models: runs already started finish on the old workers, the new set serves, a dropped model is refused', async () => {
+    const backend = createPoolBackend({ size: 2 });
+    const churn = { id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') };
+    const large = { id: 'mlp-large@1', path: join(MODELS_DIR, 'mlp-large/1/model.onnx') };
+    await backend.load([churn, large]);
+    const big = {
+      float_input: {
+        type: 'float32' as const,
+        dims: [4000, 64],
+        data: new Float32Array(4000 * 64).fill(0.5),
+      },
+    };
+    // Started on the old pool, which must not close under them.
+    const running = [backend.run('mlp-large@1', big), backend.run('churn@1', row(1))];
+    const replaced = backend.replace([churn]);
+    const outputs = await Promise.all(running);
+    expect(outputs[0]!.probabilities!.dims).toEqual([4000, 2]);
+    const signatures = await replaced;
+    expect([...signatures.keys()]).toEqual(['churn@1']);
+    expect((await backend.run('churn@1', row(2))).probabilities!.dims).toEqual([1, 2]);
+    await expect(backend.run('mlp-large@1', big)).rejects.toMatchObject({
+      code: 'ERR_MODEL_UNAVAILABLE',
+      status: 503,
+    });
+    expect(backend.stats().liveWorkers).toBe(2);
+    await backend.close();
+  });
+
   it('replaces a worker that dies; only the batch it was running fails', async () => {
     const backend = createPoolBackend({
       size: 2,

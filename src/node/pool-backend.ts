@@ -42,10 +42,14 @@ export interface PoolBackendOptions {
  * Forwards batches to a Piscina pool of worker threads, each holding onnxruntime-node sessions. The main
  * thread never runs a model. A worker that dies is replaced by Piscina; only its in-flight batch fails.
  */
-export function createPoolBackend(options: PoolBackendOptions): InferenceBackend & { stats(): BackendStats } {
+export function createPoolBackend(
+  options: PoolBackendOptions,
+): InferenceBackend & { stats(): BackendStats; replace: NonNullable<InferenceBackend['replace']> } {
   if (!Number.isInteger(options.size) || options.size < 1)
     throw new Error('options.size must be a positive integer');
-  let pool: Piscina<WorkerTask, DescribeResult | RunReply> | undefined;
+  let pool: Piscina<WorkerTask, DescribeResult | RunReply | undefined> | undefined;
+  /** The models the current pool's workers hold. */
+  let poolModels = new Set<string>();
   const runTimeoutMs = options.runTimeoutMs ?? 60_000;
   const busy = createBusyMeter(UTILIZATION_WINDOW_MS);
   // One watchdog for every run, rather than a timer per batch (AbortSignal.timeout per batch cost
@@ -55,75 +59,128 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
     Math.min(1000, Math.max(10, runTimeoutMs / 4)),
   );
   watchdog.unref();
+  let closed = false;
+  /** Runs dispatched to each pool and not yet answered, and who waits for a pool's to reach none. */
+  const active = new Map<object, { runs: number; idle: (() => void)[] }>();
+  const settledRuns = (p: object) =>
+    new Promise<void>((resolve) => {
+      const a = active.get(p);
+      if (!a || a.runs === 0) resolve();
+      else a.idle.push(resolve);
+    });
+
+  /** A pool whose every worker holds (warmed) sessions of `models`, and what they take and give. */
+  async function startPool(models: readonly ModelSource[]) {
+    const workerData: WorkerInit = {
+      models: models.map((m) => ({ id: m.id, ...(m.path ? { path: m.path } : { bytes: m.bytes }) })),
+      intraOpNumThreads: options.intraOpNumThreads ?? 1,
+      warmup: options.warmup ?? true,
+    };
+    const p = new Piscina<WorkerTask, DescribeResult | RunReply | undefined>({
+      filename: options.workerFile ?? compiledWorker('onnx-worker.js'),
+      minThreads: options.size,
+      maxThreads: options.size,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      maxQueue: options.maxQueue ?? 1000,
+      taskQueue: new LaneQueue(),
+      workerData,
+      // Piscina's own run and wait histograms: unused (the workers time their runs, see createBusyMeter),
+      // and native memory that a closed pool kept (about 0.35 MB per pool, measured over 120 pools).
+      recordTiming: false,
+    });
+    // Every worker's busy counter exists from its start (replacements included), so rate() has a series.
+    p.on('message', (m: unknown) => {
+      if (isRunStarted(m)) busy.started(m.runId);
+      else if (isWorkerReady(m)) busy.register(m.threadId);
+    });
+    // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
+    // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
+    await new Promise<void>((resolve, reject) => {
+      let ready = 0;
+      const timeoutMs = options.startTimeoutMs ?? 120_000;
+      const cleanup = () => {
+        clearTimeout(timer);
+        p.off('message', onMessage);
+        p.off('error', onError);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`workers not ready after ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onMessage = (m: unknown) => {
+        if (!isWorkerReady(m) || ++ready < options.size) return;
+        cleanup();
+        resolve();
+      };
+      const onError = (err: unknown) => {
+        cleanup();
+        reject(err);
+      };
+      p.on('message', onMessage);
+      p.on('error', onError);
+    }).catch(async (err) => {
+      // Workers starting meanwhile fail the same way: their errors must not surface as uncaught.
+      p.on('error', () => {});
+      await p.destroy();
+      throw err;
+    });
+    p.on('error', (err) =>
+      console.error(JSON.stringify({ level: 'error', msg: 'worker error', error: String(err) })),
+    );
+    const described = (await p.run({ op: 'describe' })) as DescribeResult;
+    return { pool: p, signatures: new Map<string, ModelSignature>(Object.entries(described)) };
+  }
 
   return {
     name: 'onnxruntime-node (piscina pool)',
 
     async load(models: readonly ModelSource[]) {
-      if (pool)
-        throw new Error('the pool backend loads its models once; create a new backend to change them');
-      const workerData: WorkerInit = {
-        models: models.map((m) => ({ id: m.id, ...(m.path ? { path: m.path } : { bytes: m.bytes }) })),
-        intraOpNumThreads: options.intraOpNumThreads ?? 1,
-        warmup: options.warmup ?? true,
-      };
-      const p = new Piscina<WorkerTask, DescribeResult | RunReply>({
-        filename: options.workerFile ?? compiledWorker('onnx-worker.js'),
-        minThreads: options.size,
-        maxThreads: options.size,
-        idleTimeout: Number.MAX_SAFE_INTEGER,
-        maxQueue: options.maxQueue ?? 1000,
-        taskQueue: new LaneQueue(),
-        workerData,
-      });
-      pool = p;
-      // Every worker's busy counter exists from its start (replacements included), so rate() has a series.
-      p.on('message', (m: unknown) => {
-        if (isRunStarted(m)) busy.started(m.runId);
-        else if (isWorkerReady(m)) busy.register(m.threadId);
-      });
-      // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
-      // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
-      await new Promise<void>((resolve, reject) => {
-        let ready = 0;
-        const timeoutMs = options.startTimeoutMs ?? 120_000;
-        const cleanup = () => {
-          clearTimeout(timer);
-          p.off('message', onMessage);
-          p.off('error', onError);
-        };
-        const timer = setTimeout(() => {
-          cleanup();
-          reject(new Error(`workers not ready after ${timeoutMs} ms`));
-        }, timeoutMs);
-        const onMessage = (m: unknown) => {
-          if (!isWorkerReady(m) || ++ready < options.size) return;
-          cleanup();
-          resolve();
-        };
-        const onError = (err: unknown) => {
-          cleanup();
-          reject(err);
-        };
-        p.on('message', onMessage);
-        p.on('error', onError);
-      }).catch(async (err) => {
-        // Workers starting meanwhile fail the same way: their errors must not surface as uncaught.
-        p.on('error', () => {});
-        await p.destroy();
-        pool = undefined;
-        throw err;
-      });
-      p.on('error', (err) =>
-        console.error(JSON.stringify({ level: 'error', msg: 'worker error', error: String(err) })),
+      if (pool) throw new Error('the pool backend loads its models once; use replace() to change them');
+      const started = await startPool(models);
+      pool = started.pool;
+      poolModels = new Set(models.map((m) => m.id));
+      return started.signatures;
+    },
+
+    /**
+     * A new pool with `models` starts (every worker's sessions created and warmed) while the current one
+     * keeps serving; then runs go to the new pool, and the old one closes once its runs have finished: its
+     * threads end, and the sessions they held with them.
+     */
+    async replace(models: readonly ModelSource[]) {
+      if (!pool) return this.load(models);
+      const started = await startPool(models);
+      if (closed) {
+        await started.pool.destroy();
+        throw new Error('the pool backend closed while models were loading');
+      }
+      const old = pool;
+      pool = started.pool;
+      poolModels = new Set(models.map((m) => m.id));
+      await settledRuns(old);
+      // Each worker releases its sessions itself before its thread ends (rather than leaving them to the
+      // thread's teardown): one release task per worker, all at once.
+      const workers = old.threads.length;
+      const arrived = new SharedArrayBuffer(4);
+      await Promise.all(
+        Array.from({ length: workers }, () => old.run({ op: 'release', arrived, workers })),
+      ).catch((err) =>
+        console.error(JSON.stringify({ level: 'error', msg: 'session release failed', error: String(err) })),
       );
-      const described = (await p.run({ op: 'describe' })) as DescribeResult;
-      return new Map<string, ModelSignature>(Object.entries(described));
+      await old.close();
+      return started.signatures;
     },
 
     async run(modelId: string, inputs: Record<string, Tensor>, opts?: RunOptions): Promise<RunResult> {
       const p = pool;
       if (!p) throw new Error('the pool backend has no models loaded');
+      // A request accepted just before its model was unloaded (its body still arriving then) is refused
+      // here, as requests after the unload are, not failed by a worker that no longer holds the model.
+      if (!poolModels.has(modelId)) {
+        throw new ServeError('ERR_MODEL_UNAVAILABLE', `model ${modelId} is not loaded now`, {
+          field: 'model',
+        });
+      }
       if (p.queueSize >= p.options.maxQueue) {
         throw new ServeError(
           'ERR_QUEUE_FULL',
@@ -135,6 +192,12 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
       }
       const abort = new AbortController();
       const task = busy.dispatched(abort);
+      let runs = active.get(p);
+      if (!runs) {
+        runs = { runs: 0, idle: [] };
+        active.set(p, runs);
+      }
+      runs.runs++;
       try {
         // A run that never ends would hold its worker and its batcher slot for ever: past the limit
         // Piscina ends the worker (a new one replaces it) and this batch fails.
@@ -164,9 +227,27 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
             throw err;
           })) as RunReply;
         busy.ran(reply.threadId, reply.startedAt, reply.busyMs);
+        if (opts?.onTiming) {
+          // When the run began, on this thread's clock: the worker's "started" message arrives after it did
+          // (and may arrive after the reply: they travel on different ports), and so does the reply less
+          // the worker's busy time. The earlier of the two is the closer.
+          const repliedAt = performance.now();
+          const startedAt = Math.min(busy.startedAt(task) ?? repliedAt, repliedAt - reply.busyMs);
+          opts.onTiming({
+            startedAt,
+            inputMs: reply.inputMs,
+            inferMs: reply.inferMs,
+            outputMs: Math.max(reply.outputMs, repliedAt - startedAt - reply.inputMs - reply.inferMs),
+          });
+        }
         return reply.outputs;
       } finally {
         busy.settled(task);
+        if (--runs.runs === 0) {
+          for (const resolve of runs.idle) resolve();
+          runs.idle = [];
+          if (p !== pool) active.delete(p);
+        }
       }
     },
 
@@ -181,6 +262,7 @@ export function createPoolBackend(options: PoolBackendOptions): InferenceBackend
     },
 
     async close() {
+      closed = true;
       clearInterval(watchdog);
       const p = pool;
       pool = undefined;
@@ -252,7 +334,10 @@ function createBusyMeter(windowMs: number) {
    * Runs dispatched and not yet answered: since when each has been running (or waiting for a worker, which
    * neither the run limit nor utilization counts), and how to abort it.
    */
-  const running = new Map<number, { since: number; waiting: boolean; abort: AbortController }>();
+  const running = new Map<
+    number,
+    { since: number; waiting: boolean; abort: AbortController; startedAt?: number }
+  >();
   let next = 0;
   const epochNow = () => performance.timeOrigin + performance.now();
   return {
@@ -267,6 +352,11 @@ function createBusyMeter(windowMs: number) {
       if (!run) return;
       run.waiting = false;
       run.since = epochNow();
+      run.startedAt = performance.now();
+    },
+    /** performance.now() when the worker said the run began, if it has said so yet. */
+    startedAt(id: number): number | undefined {
+      return running.get(id)?.startedAt;
     },
     abortOlderThan(ms: number) {
       const limit = epochNow() - ms;

@@ -12,8 +12,10 @@ import { createAdmission } from '../core/admission.js';
 import { createApp, SECURITY_HEADERS } from '../core/app.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
+import { createModelStats } from '../core/model-stats.js';
 import { createPredictor } from '../core/predictor.js';
-import { createRegistry, describeModel, type ModelEntry, type ModelRegistry } from '../core/registry.js';
+import type { ModelRegistry } from '../core/registry.js';
+import { createModelRepository, type StoredVersion } from '../core/repository.js';
 import { type AuditLog, createAuditLog } from './audit/audit-log.js';
 import { createDeadLetter } from './audit/dead-letter.js';
 import { createPgStore } from './audit/pg-store.js';
@@ -41,21 +43,6 @@ export interface RunningServer {
 }
 
 const VERSION = '0.1.0';
-
-/** A registry that answers from whatever set of models is current: empty while loading. */
-function swappableRegistry() {
-  let current = createRegistry([]);
-  const view: ModelRegistry = {
-    get defaultModel() {
-      return current.defaultModel;
-    },
-    names: () => current.names(),
-    versions: (n) => current.versions(n),
-    resolve: (n, v) => current.resolve(n, v),
-    all: () => current.all(),
-  };
-  return { view, set: (r: ModelRegistry) => (current = r) };
-}
 
 /** The prediction cache: L1 in process, L2 in Redis when REDIS_URL is set. */
 function createCache(config: ServerConfig['cache'], metrics: PromMetrics) {
@@ -195,26 +182,15 @@ async function listen(fetch: Fetch, config: ServerConfig) {
   return server;
 }
 
-/** Read the model repository, load every model in every worker, and describe what loaded. */
-async function loadModels(config: ServerConfig, backend: InferenceBackend): Promise<ModelRegistry> {
-  const started = performance.now();
-  const stored = await scanModelRepository(config.modelsDir);
-  const signatures = await backend.load(stored.map((m) => ({ id: `${m.name}@${m.version}`, path: m.path })));
-  const allSeconds = (performance.now() - started) / 1000;
-  const entries: ModelEntry[] = stored.map((m) => {
-    const signature = signatures.get(`${m.name}@${m.version}`)!;
-    return describeModel({
-      name: m.name,
-      version: m.version,
-      sha256: m.sha256,
-      signature,
-      metadata: m.metadata,
-      // Each model's own session creation and warm-up, as a worker timed it (every worker loads every model).
-      loadSeconds: signature.loadSeconds ?? allSeconds,
-    });
-  });
-  return createRegistry(entries, { defaultModel: config.defaultModel });
-}
+/** The model repository on disk, as the core's repository reads it (again on each load request). */
+const scanVersions = (modelsDir: string) => async (): Promise<StoredVersion[]> =>
+  (await scanModelRepository(modelsDir)).map((m) => ({
+    name: m.name,
+    version: m.version,
+    sha256: m.sha256,
+    metadata: m.metadata,
+    source: { id: `${m.name}@${m.version}`, path: m.path },
+  }));
 
 /** Say at start who may call what: key names and scopes (never digests), open admin routes, limits. */
 function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
@@ -254,10 +230,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     intraOpNumThreads: config.intraOpNumThreads,
     runTimeoutMs: config.runTimeoutMs,
   });
+  const stats = createModelStats();
   const predictor = createPredictor({
     backend,
     batching: config.batching,
-    onBatch: (entry, r) => metrics.batch(entry, r),
+    onBatch: (entry, r) => {
+      metrics.batch(entry, r);
+      stats.batch(entry, r);
+    },
   });
   const limiter = createLimiter(config, metrics);
   const admission = createAdmission({
@@ -283,12 +263,24 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       : {}),
   });
 
-  const registry = swappableRegistry();
+  // Empty until the models have loaded; then loaded versions resolve, and models unloaded through the
+  // repository API answer 503.
+  const repository = createModelRepository({
+    backend,
+    predictor,
+    scan: scanVersions(config.modelsDir),
+    defaultModel: config.defaultModel,
+    onLoaded: (entries) => {
+      for (const e of entries) metrics.modelLoaded(e);
+    },
+  });
+  const registry = repository.registry;
   let ready = false;
   let closing = false;
   const app = createApp(
     {
-      registry: registry.view,
+      registry,
+      repository,
       predictor,
       metrics,
       isReady: () => ready,
@@ -298,6 +290,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       audit,
       auditReader: audit?.reader,
       admission,
+      stats,
       docsAsset: createDocsAssets(),
       rateLimiter: limiter,
       clientAddress: clientAddress(config.access.trustProxyHops),
@@ -309,6 +302,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       serverVersion: VERSION,
       probability: config.probability,
       requestTimeoutMs: config.requestTimeoutMs,
+      batching: config.batching,
+      instances: config.poolSize,
       access: config.access,
       cors: config.cors,
       securityHeadersByRuntime: true,
@@ -325,12 +320,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const port = (server.address() as AddressInfo).port;
 
   const started = performance.now();
-  const loading = loadModels(config, backend).then((loaded) => {
-    registry.set(loaded);
-    for (const e of loaded.all()) metrics.modelLoaded(e);
+  const loading = repository.loadAll().then((loaded) => {
     ready = true;
     log('info', 'models ready', {
-      models: loaded.all().map((e) => e.id),
+      models: loaded.map((e) => e.id),
       workers: config.poolSize,
       seconds: Math.round(performance.now() - started) / 1000,
     });
@@ -366,7 +359,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   return {
     url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
     port,
-    registry: registry.view,
+    registry,
     backend,
     audit,
     ready: loading,

@@ -3,7 +3,7 @@
  * the Piscina pool, onnxruntime-web in workerd). Outputs are checked against the models' own weights.
  */
 import { describe, expect, it } from 'vitest';
-import type { InferenceBackend, ModelSource } from '../../src/core/backend.js';
+import type { InferenceBackend, ModelSource, RunTiming } from '../../src/core/backend.js';
 import { type ReferenceModel, rows } from '../reference-core.js';
 
 export interface BackendCase {
@@ -68,6 +68,25 @@ export function runBackendContract(c: BackendCase) {
         });
       });
     }
+
+    it("reports each run's timing on the caller's clock, its phases within the call", async () => {
+      const timings: RunTiming[] = [];
+      const called = performance.now();
+      await ctx.backend.run(
+        'mlp-large@1',
+        {
+          float_input: { type: 'float32', dims: [256, 64], data: Float32Array.from(rows(256, 64, 7).flat()) },
+        },
+        { onTiming: (t) => timings.push(t) },
+      );
+      const returned = performance.now();
+      expect(timings).toHaveLength(1);
+      const t = timings[0]!;
+      expect(t.startedAt).toBeGreaterThanOrEqual(called);
+      expect(t.inferMs).toBeGreaterThan(0);
+      for (const ms of [t.inputMs, t.inferMs, t.outputMs]) expect(ms).toBeGreaterThanOrEqual(0);
+      expect(t.startedAt + t.inputMs + t.inferMs + t.outputMs).toBeLessThanOrEqual(returned + 1);
+    });
 
     it('rejects a model it has not loaded', async () => {
       await expect(

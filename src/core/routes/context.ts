@@ -6,11 +6,13 @@ import { type Answer, createAnswer } from '../answer.js';
 import type { AuditReader, AuditSink } from '../audit.js';
 import type { TieredCache } from '../cache.js';
 import { ServeError } from '../errors.js';
-import { createJsonReader, type JsonReader, timeoutHeader, yieldTurn } from '../http.js';
+import { type BodyReader, createBodyReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
 import type { AppMetrics } from '../metrics.js';
+import type { ModelStats } from '../model-stats.js';
 import type { Predictor } from '../predictor.js';
-import type { ModelRegistry } from '../registry.js';
+import type { ModelEntry, ModelRegistry } from '../registry.js';
+import type { ModelRepository } from '../repository.js';
 
 export interface AppDeps {
   registry: ModelRegistry;
@@ -31,6 +33,13 @@ export interface AppDeps {
   audit?: AuditSink;
   /** Reads the audit log back (GET /audit); absent = those routes answer 503 ERR_AUDIT_UNAVAILABLE. */
   auditReader?: AuditReader;
+  /**
+   * The repository API (index, load, unload); absent = the index lists what the registry holds and
+   * load/unload are not served.
+   */
+  repository?: Pick<ModelRepository, 'index' | 'load' | 'unload'>;
+  /** Triton-shaped statistics per model version (GET /v2/models/…/stats); absent = those routes answer 404. */
+  stats?: ModelStats;
   /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */
   admission?: Admission;
   /**
@@ -75,6 +84,10 @@ export interface AppConfig {
   probability?: 'positive' | 'list';
   /** Most ms a prediction may take (a client may ask for less); past it, 504 ERR_DEADLINE_EXCEEDED. */
   requestTimeoutMs?: number;
+  /** How rows are batched (reported by GET /v2/models/{name}/config); false or absent = one request per run. */
+  batching?: { maxBatchRows: number; maxQueueDelayMs: number; maxQueuedRows: number } | false;
+  /** Execution threads, each holding every model (the config's instance_group); absent = not known. */
+  instances?: number;
   /** API keys, who needs one, and rate limits. Absent = no keys: predictions open, admin routes refused. */
   access?: AccessConfig;
   /** Absent = no CORS headers (browsers on other origins cannot read answers). */
@@ -87,7 +100,9 @@ export interface RouteContext {
   deps: AppDeps;
   config: AppConfig;
   inference: Inference;
-  readJson: JsonReader;
+  readJson: BodyReader['readJson'];
+  /** Body readers, the Open Inference Protocol's among them. */
+  body: BodyReader;
   answer: Answer;
   /** Before a large request's costly step (building a big answer): small requests in progress go first. */
   giveWay(): Promise<void>;
@@ -97,11 +112,16 @@ export interface RouteContext {
   isReadyForTraffic(): boolean;
   /** Throws 503 ERR_NOT_READY while no model is loaded yet (metadata still answers during shutdown). */
   requireLoaded(): void;
+  /** The model version a prediction request asks for, recorded for its statistics; returns it. */
+  chosen(c: Context, entry: ModelEntry): ModelEntry;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   requestId(c: Context, fromBody: string | undefined): string;
   /** When the answer stops being wanted: the server's limit, or less if the client asks (body, then X-Timeout-Ms). */
   deadline(c: Context, started: number, fromBody: number | undefined): number;
 }
+
+/** The context key under which a prediction request's model version is kept (see `chosen`). */
+export const CHOSEN_MODEL = 'chosenModel';
 
 export const notReady = () =>
   new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down', {
@@ -109,11 +129,13 @@ export const notReady = () =>
   });
 
 export function createRouteContext(deps: AppDeps, config: AppConfig): RouteContext {
+  const body = createBodyReader(config.maxBodyBytes, deps.admission?.giveWay);
   return {
     deps,
     config,
     inference: createInference(deps.predictor, deps.cache, { singleFlight: config.singleFlight }),
-    readJson: createJsonReader(config.maxBodyBytes, deps.admission?.giveWay),
+    readJson: body.readJson,
+    body,
     giveWay: deps.admission?.giveWay ?? yieldTurn,
     answer: createAnswer(deps.audit),
     requireReady() {
@@ -129,6 +151,10 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
       const limit = config.requestTimeoutMs ?? 30_000;
       const asked = fromBody ?? timeoutHeader(c);
       return started + (asked === undefined ? limit : Math.min(asked, limit));
+    },
+    chosen(c, entry) {
+      c.set(CHOSEN_MODEL as never, entry as never);
+      return entry;
     },
     requestId(c, fromBody) {
       if (fromBody !== undefined) return fromBody;

@@ -26,7 +26,8 @@ export function healthRoutes(ctx: RouteContext) {
     }),
     async (c) => {
       const ready = ctx.isReadyForTraffic();
-      const fallback = registry.defaultModel ? registry.resolve() : undefined;
+      // The default model's newest loaded version: none while loading, or while it is unloaded.
+      const fallback = registry.defaultModel ? registry.versions(registry.defaultModel).at(-1) : undefined;
       const extra = deps.health ? await deps.health() : {};
       const body = {
         status: ready ? 'healthy' : 'unavailable',

@@ -97,7 +97,7 @@ export function predictionRoutes(ctx: RouteContext) {
     const body = await readJson(c, S.PredictRequest);
     const requestId = ctx.requestId(c, body.request_id);
     const { features } = body;
-    const entry = chooseModel(registry, body.model, body.version, features);
+    const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, features));
     const useCache = body.use_cache !== false;
     const deadline = ctx.deadline(c, started, body.timeout_ms);
     if (Array.isArray(features) && Array.isArray(features[0])) {
@@ -179,7 +179,7 @@ export function predictionRoutes(ctx: RouteContext) {
     } else {
       throw invalid('ERR_VALIDATION', 'requests', 'requests (or instances) is required');
     }
-    const entry = chooseModel(registry, body.model, body.version, input[0]);
+    const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, input[0]));
     const deadline = ctx.deadline(c, started, body.timeout_ms);
     const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache, deadline);
     const rows = predictions.length;
