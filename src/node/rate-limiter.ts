@@ -93,14 +93,7 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
       if (redis) fellBack += n;
       res = await count(local(g.policy), g.subject, n);
     }
-    // The count before these n: the first (points - before) of them are within the limit. A caller blocked
-    // in memory (already over, this window) gets a result that counted nothing: all n are refused.
-    const before = res.consumedPoints === 0 ? g.policy.points : res.consumedPoints - n;
-    const resetSeconds = Math.ceil(res.msBeforeNext / 1000);
-    g.waiters.forEach((w, i) => {
-      const allowed = before + i + 1 <= g.policy.points;
-      w({ allowed, remaining: allowed ? g.policy.points - before - i - 1 : 0, resetSeconds });
-    });
+    for (const [i, d] of decide(res, n, g.policy).entries()) g.waiters[i]!(d);
   };
 
   // Requests of one event-loop turn for the same subject and policy are counted with one call (one Redis
@@ -122,7 +115,9 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
   };
 
   return {
-    consume(subject, policy) {
+    async consume(subject, policy) {
+      // In process only: counted at once (grouping would only add a turn of waiting).
+      if (!redis) return decide(await count(local(policy), subject, 1), 1, policy)[0]!;
       return new Promise<RateDecision>((resolve) => {
         const id = `${prefix(policy)}|${subject}`;
         let g = groups.get(id);
@@ -143,6 +138,20 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
       redis?.close();
     },
   };
+}
+
+/**
+ * What `n` requests counted together were told: the count before them is `consumedPoints - n`, so the first
+ * (points - before) are within the limit. A caller blocked in memory (already over, this window) gets a
+ * result that counted nothing: all n are refused.
+ */
+function decide(res: RateLimiterRes, n: number, policy: RatePolicy): RateDecision[] {
+  const before = res.consumedPoints === 0 ? policy.points : res.consumedPoints - n;
+  const resetSeconds = Math.ceil(res.msBeforeNext / 1000);
+  return Array.from({ length: n }, (_, i) => {
+    const allowed = before + i + 1 <= policy.points;
+    return { allowed, remaining: allowed ? policy.points - before - i - 1 : 0, resetSeconds };
+  });
 }
 
 interface Group {

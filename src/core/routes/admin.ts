@@ -1,8 +1,7 @@
 /**
  * Admin routes: what changes which models serve. They live here and nowhere else, so they are guarded in
  * one place: each needs a key with the `admin` scope (access.ts; ADMIN_OPEN=true opens them for local
- * development), and ADMIN_PATHS lists them for any further guard. Today: the Open Inference Protocol's
- * repository load and unload, as Triton serves them.
+ * development). Today: the Open Inference Protocol's repository load and unload, as Triton serves them.
  */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
@@ -10,9 +9,6 @@ import { invalid } from '../errors.js';
 import { ACCESS_ERRORS, json, register, secured, v2ErrorResponses } from '../openapi.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
-
-/** Every admin path (Hono syntax), for a guard that covers them all. */
-export const ADMIN_PATHS = ['/v2/repository/models/:name/load', '/v2/repository/models/:name/unload'];
 
 const tags = ['admin'];
 
