@@ -130,6 +130,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     clientAddress: deps.clientAddress,
     refused: metrics.refused ? (reason, key) => metrics.refused!(reason, key) : undefined,
     header: deps.responseHeader,
+    sha256: deps.sha256,
   });
   let scopes = new Map<string, Scope>(); // filled below, once every route is mounted
   app.use('*', function checkAccess(c, next) {

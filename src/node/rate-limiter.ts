@@ -148,10 +148,12 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
 function decide(res: RateLimiterRes, n: number, policy: RatePolicy): RateDecision[] {
   const before = res.consumedPoints === 0 ? policy.points : res.consumedPoints - n;
   const resetSeconds = Math.ceil(res.msBeforeNext / 1000);
-  return Array.from({ length: n }, (_, i) => {
+  const decisions: RateDecision[] = [];
+  for (let i = 0; i < n; i++) {
     const allowed = before + i + 1 <= policy.points;
-    return { allowed, remaining: allowed ? policy.points - before - i - 1 : 0, resetSeconds };
-  });
+    decisions.push({ allowed, remaining: allowed ? policy.points - before - i - 1 : 0, resetSeconds });
+  }
+  return decisions;
 }
 
 interface Group {

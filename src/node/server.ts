@@ -2,6 +2,7 @@
  * The Node server, wired leaves first: config → metrics → stores (cache, audit) → backend → predictor →
  * app → HTTP server, then the models load in the background while liveness already answers.
  */
+import { createHash } from 'node:crypto';
 import type { Server } from 'node:http';
 import { type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
@@ -295,6 +296,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       rateLimiter: limiter,
       clientAddress: clientAddress(config.access.trustProxyHops),
       responseHeader: nodeResponseHeader,
+      sha256: (key) => createHash('sha256').update(key).digest(),
     },
     {
       maxBodyBytes: config.maxBodyBytes,
