@@ -464,40 +464,19 @@ describe('rate limits in one process', () => {
   it('closes the connection after refusing a large body it did not read', async () => {
     const { request } = await import('node:http');
     const url = new URL(server.url);
-    const answer = await new Promise<{ status: number; connection: string | undefined }>(
-      (resolve, reject) => {
+    /** Headers of an 8 MB body and its first bytes, nothing more: the answer must not wait for the rest. */
+    const unread = (path: string, headers: Record<string, string> = {}) =>
+      new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
         const req = request(
           {
             host: url.hostname,
             port: url.port,
-            path: '/audit',
-            method: 'POST',
-            headers: { 'content-type': 'application/json', 'content-length': String(8 * 1024 * 1024) },
-          },
-          (res) => {
-            res.resume();
-            resolve({ status: res.statusCode!, connection: res.headers.connection });
-          },
-        );
-        req.on('error', reject);
-        req.write('{"x": '); // and nothing more: the refusal must not wait for (or read) the rest
-      },
-    );
-    // POST /audit is not served (405); /predict with a wrong key is a refusal of the same kind.
-    expect(answer.status).toBe(405);
-    const refused = await new Promise<{ status: number; connection: string | undefined }>(
-      (resolve, reject) => {
-        const req = request(
-          {
-            host: url.hostname,
-            port: url.port,
-            path: '/predict',
+            path,
             method: 'POST',
             headers: {
               'content-type': 'application/json',
               'content-length': String(8 * 1024 * 1024),
-              'x-api-key': 'osk_wrong-key-for-a-big-body',
-              'x-forwarded-for': '192.0.2.150',
+              ...headers,
             },
           },
           (res) => {
@@ -507,8 +486,13 @@ describe('rate limits in one process', () => {
         );
         req.on('error', reject);
         req.write('{"features": ');
-      },
-    );
+      });
+    // POST /audit is not served (405): answered before the body too.
+    expect(await unread('/audit')).toEqual({ status: 405, connection: 'close' });
+    const refused = await unread('/predict', {
+      'x-api-key': 'osk_wrong-key-for-a-big-body',
+      'x-forwarded-for': '192.0.2.150',
+    });
     expect(refused).toEqual({ status: 401, connection: 'close' });
   });
 });

@@ -38,15 +38,11 @@ const PREDICTION_PATHS = [
 
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
-/** Answers given before the body is read: access control's and admission's. */
-const REFUSALS = new Set<ErrorCode>([
-  'ERR_UNAUTHENTICATED',
-  'ERR_FORBIDDEN',
-  'ERR_ADMIN_DISABLED',
-  'ERR_RATE_LIMITED',
-  'ERR_OVERLOADED',
-]);
-/** A body over 64 KiB, or of undeclared length, that nobody has read. */
+/**
+ * A body over 64 KiB, or of undeclared length, that nobody has read. An error answered before the body was
+ * read (a refusal by access control or admission, an unknown route or model) closes the connection then:
+ * keeping it would mean reading, and throwing away, the rest of the body first.
+ */
 const largeUnreadBody = (req: Request) => {
   if (req.bodyUsed) return false;
   const length = req.headers.get('content-length');
@@ -170,9 +166,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
     // The rest of an oversized body was never read: the connection cannot carry another request.
     if (e.code === 'ERR_BODY_TOO_LARGE') c.header('Connection', 'close');
-    // A refusal answers before the body is read; keeping the connection would mean reading (and throwing
-    // away) what is left of it first. Close instead when that could be much.
-    if (REFUSALS.has(e.code) && largeUnreadBody(c.req.raw)) c.header('Connection', 'close');
+    if (largeUnreadBody(c.req.raw)) c.header('Connection', 'close');
     const status = e.status as 400;
     // The protocol's error body is one message: it names the field, as the server's own error bodies do.
     if (isV2(c.req.path)) {
@@ -240,6 +234,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     c.set('errorCode' as never, code as never);
     metrics.error(code);
     if (allowed) c.header('Allow', allowed.join(', '));
+    if (largeUnreadBody(c.req.raw)) c.header('Connection', 'close');
     const message = allowed
       ? `${c.req.method} is not served at ${c.req.path}; use ${allowed.join(' or ')}`
       : `no route ${c.req.method} ${c.req.path}`;
