@@ -120,9 +120,13 @@ function clientAddress(trustedHops: number) {
 
 type Fetch = (req: Request, env?: object) => Response | Promise<Response>;
 
+/** Node's response object, from the env @hono/node-server hands the app (absent in app.request tests). */
+const outgoingOf = (env: unknown) =>
+  (env as { outgoing?: { setHeader(name: string, value: string): void } } | undefined)?.outgoing;
+
 /** A header set on Node's response (merged into the app's answer when it is written), else through Hono. */
 function nodeResponseHeader(c: Context, name: string, value: string) {
-  const outgoing = (c.env as { outgoing?: { setHeader(n: string, v: string): void } } | undefined)?.outgoing;
+  const outgoing = outgoingOf(c.env);
   if (outgoing) outgoing.setHeader(name, value);
   else c.header(name, value);
 }
@@ -134,7 +138,7 @@ function nodeResponseHeader(c: Context, name: string, value: string) {
 function withSecurityHeaders(fetch: Fetch, crossOrigin: boolean): Fetch {
   const headers = SECURITY_HEADERS(crossOrigin);
   return (req, env) => {
-    const outgoing = (env as { outgoing?: { setHeader(n: string, v: string): void } } | undefined)?.outgoing;
+    const outgoing = outgoingOf(env);
     if (outgoing) for (const [name, value] of headers) outgoing.setHeader(name, value);
     return fetch(req, env);
   };
