@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
-import { createRateLimiter } from '../src/node/rate-limiter.js';
+import { createLocalCounter, createRateLimiter } from '../src/node/rate-limiter.js';
 import { startTestServer } from './server.js';
 import { freshRedisDb, startRedisServer } from './services.js';
 
@@ -42,6 +42,35 @@ async function predict(s: Server, key = KEY) {
 
 const sharedGauge = async (s: Server) =>
   Number(/^onnxserve_rate_limit_shared (\d)$/m.exec(await (await s.get('/metrics')).text())?.[1]);
+
+describe('counted in process', () => {
+  it('answers at once; a window opens with its first request and ends on time; ended windows are swept', () => {
+    let now = 1_000_000;
+    const counter = createLocalCounter(() => now);
+    const policy = { points: 3, windowSeconds: 10 };
+    const seen = Array.from({ length: 5 }, () => counter.consume('k:a', policy));
+    expect(seen.map((d) => [d.allowed, d.remaining])).toEqual([
+      [true, 2],
+      [true, 1],
+      [true, 0],
+      [false, 0],
+      [false, 0],
+    ]);
+    now += 9_001; // 0.999 s of the window left: a refused caller is told to wait one second
+    const late = counter.consume('k:a', policy);
+    expect([late.allowed, late.resetSeconds]).toEqual([false, 1]);
+    now += 999; // the window has ended: a new one opens with this request
+    expect(counter.consume('k:a', policy)).toEqual({ allowed: true, remaining: 2, resetSeconds: 10 });
+    // Another limit for the same subject counts apart (a key with a rate of its own).
+    expect(counter.consume('k:a', { points: 100, windowSeconds: 10 }).remaining).toBe(99);
+    // 5,000 one-off callers, then their windows end: the next new caller's arrival sweeps them.
+    for (let i = 0; i < 5_000; i++) counter.consume(`a:10.0.${i >> 8}.${i & 255}`, policy);
+    expect(counter.size()).toBeGreaterThanOrEqual(5_000);
+    now += 10_000;
+    for (let i = 0; i < 5_000; i++) counter.consume(`a:10.1.${i >> 8}.${i & 255}`, policy);
+    expect(counter.size()).toBeLessThan(8_000);
+  });
+});
 
 describe('requests of one turn, counted together', () => {
   it('gives exactly the limit, in arrival order, with the right remaining counts (in process and in Redis)', async () => {

@@ -2,6 +2,8 @@
 -- USE_CACHE=1 leaves the cache on (every lookup misses); by default the body says use_cache: false.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+-- API_KEY=... sends it as X-API-Key (for a server with AUTH_PREDICTIONS=keyed).
+if os.getenv("API_KEY") then wrk.headers["X-API-Key"] = os.getenv("API_KEY") end
 local cache = os.getenv("USE_CACHE") == "1" and "" or ',"use_cache":false'
 local n = 0
 local contracts = {1, 12, 24}

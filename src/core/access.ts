@@ -42,9 +42,12 @@ export interface RateDecision {
   resetSeconds: number;
 }
 
-/** Counts requests per subject. Node: rate-limiter-flexible (Redis, else in process); edge: the binding. */
+/**
+ * Counts requests per subject. Node: rate-limiter-flexible in Redis, else counted in process; edge: the
+ * binding. A limiter that knows at once (in process) answers synchronously, and the guard does not wait.
+ */
 export interface RateLimiter {
-  consume(subject: string, policy: RatePolicy): Promise<RateDecision>;
+  consume(subject: string, policy: RatePolicy): RateDecision | Promise<RateDecision>;
 }
 
 export interface AccessConfig {
@@ -246,12 +249,18 @@ export function createAccessControl(config: AccessConfig, deps: AccessDeps = {})
   const window = config.rateWindowSeconds ?? config.keyRate?.windowSeconds ?? 1;
   const ownPolicy = new Map<ApiKey, RatePolicy>();
   for (const k of keys) if (k.rate !== undefined) ownPolicy.set(k, { points: k.rate, windowSeconds: window });
+  // What each key is counted as, made once.
+  const keySubject = new Map<ApiKey, string>(keys.map((k) => [k, `k:${k.name}`]));
 
-  const limit = async (c: Context, key: ApiKey | undefined) => {
-    const policy = key ? (ownPolicy.get(key) ?? config.keyRate) : config.anonymousRate;
-    if (!policy || !deps.limiter) return;
-    const subject = key ? `k:${key.name}` : `a:${deps.clientAddress?.(c) ?? 'unknown'}`;
-    const decision = await deps.limiter.consume(subject, policy);
+  /** The limit this caller is counted against, if any. */
+  const policyFor = (key: ApiKey | undefined) =>
+    deps.limiter === undefined
+      ? undefined
+      : key
+        ? (ownPolicy.get(key) ?? config.keyRate)
+        : config.anonymousRate;
+  /** Applies a decision: the RateLimit headers, and 429 past the limit. */
+  const decided = (c: Context, key: ApiKey | undefined, policy: RatePolicy, decision: RateDecision) => {
     rateHeaders(c, policyName(!key), policy, decision);
     if (!decision.allowed) {
       const retry = Math.max(1, Math.ceil(decision.resetSeconds));
@@ -266,22 +275,41 @@ export function createAccessControl(config: AccessConfig, deps: AccessDeps = {})
       );
     }
   };
+  /**
+   * Counts the request against its limit, then runs `then`: at once when the limiter answers at once (in
+   * process), after its answer otherwise (Redis, the edge's binding). Not an async function: on the common
+   * path (a known key, counted in process) the route runs without waiting a turn.
+   */
+  const limit = (c: Context, key: ApiKey | undefined, then: () => Promise<void>): Promise<void> => {
+    const policy = policyFor(key);
+    if (policy === undefined) return then();
+    const subject = key ? keySubject.get(key)! : `a:${deps.clientAddress?.(c) ?? 'unknown'}`;
+    const decision = deps.limiter!.consume(subject, policy);
+    if (decision instanceof Promise) {
+      return decision.then((d) => {
+        decided(c, key, policy, d);
+        return then();
+      });
+    }
+    decided(c, key, policy, decision);
+    return then();
+  };
 
   const guard = (access: Scope): MiddlewareHandler =>
-    async function checkAccess(c, next) {
+    function checkAccess(c, next) {
       const presented = presentedKey(c);
       let key: ApiKey | undefined;
       if (presented !== undefined) {
         key = findKey(keys, presented, digestsEqual, deps.sha256);
         if (!key) {
           // Guesses count against the caller's address, like any anonymous request: past the limit they
-          // get 429, not another answer about their guess.
-          await limit(c, undefined);
-          // A wrong key is refused even where none is needed: its owner should learn now, not at the
-          // first route that needs it.
-          unauthenticated('the API key is not recognised', 'unknown_key', 'unknown', c);
+          // get 429, not another answer about their guess. A wrong key is refused even where none is
+          // needed: its owner should learn now, not at the first route that needs it.
+          return limit(c, undefined, () =>
+            unauthenticated('the API key is not recognised', 'unknown_key', 'unknown', c),
+          );
         }
-        c.set(API_KEY_VAR as never, key!.name as never);
+        c.set(API_KEY_VAR as never, key.name as never);
       }
       const needsKey = access === 'admin' ? !config.openAdmin : config.keyedPredictions === true;
       if (needsKey) {
@@ -305,8 +333,7 @@ export function createAccessControl(config: AccessConfig, deps: AccessDeps = {})
           );
         }
       }
-      await limit(c, key);
-      await next();
+      return limit(c, key, next);
     };
 
   // No keys and no limits for anonymous callers: nothing to check on a prediction route (the default). A key

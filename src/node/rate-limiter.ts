@@ -4,7 +4,7 @@
  * circuit breaker, as for the shared cache), each replica counts in process until Redis is back: limits stay
  * enforced, per replica, rather than refusing everything or letting everything through.
  */
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { RateDecision, RateLimiter, RatePolicy } from '../core/access.js';
 import { createGuardedRedis, type GuardedRedis } from './redis-guard.js';
 import type { RedisObserver } from './redis-tier.js';
@@ -35,20 +35,11 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
         onCall: (op, seconds, ok) => opts.observer?.call(op, seconds, ok),
       })
     : undefined;
-  // One limiter per distinct policy (keys may have their own rate); a handful at most.
-  const memory = new Map<string, RateLimiterMemory>();
+  // One Redis limiter per distinct policy (keys may have their own rate); a handful at most.
   const shared = new Map<string, RateLimiterRedis>();
+  const local = createLocalCounter();
   let fellBack = 0;
 
-  const local = (p: RatePolicy) => {
-    const id = prefix(p);
-    let l = memory.get(id);
-    if (!l) {
-      l = new RateLimiterMemory({ points: p.points, duration: p.windowSeconds, keyPrefix: id });
-      memory.set(id, l);
-    }
-    return l;
-  };
   const inRedis = (r: GuardedRedis, p: RatePolicy) => {
     const id = prefix(p);
     let l = shared.get(id);
@@ -69,7 +60,7 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
   };
 
   /** `n` requests counted in one call; a refusal is an answer, anything else a failure of the store. */
-  const count = async (limiter: RateLimiterMemory | RateLimiterRedis, subject: string, n: number) => {
+  const count = async (limiter: RateLimiterRedis, subject: string, n: number) => {
     try {
       return await limiter.consume(subject, n);
     } catch (err) {
@@ -89,11 +80,12 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
         // Redis failed or was slow: counted here (below).
       }
     }
-    if (!res) {
-      if (redis) fellBack += n;
-      res = await count(local(g.policy), g.subject, n);
+    if (res) {
+      for (const [i, d] of decide(res, n, g.policy).entries()) g.waiters[i]!(d);
+      return;
     }
-    for (const [i, d] of decide(res, n, g.policy).entries()) g.waiters[i]!(d);
+    fellBack += n;
+    for (const w of g.waiters) w(local.consume(g.subject, g.policy));
   };
 
   // Requests of one event-loop turn for the same subject and policy are counted with one call (one Redis
@@ -115,9 +107,9 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
   };
 
   return {
-    async consume(subject, policy) {
-      // In process only: counted at once (grouping would only add a turn of waiting).
-      if (!redis) return decide(await count(local(policy), subject, 1), 1, policy)[0]!;
+    consume(subject, policy) {
+      // In process only: counted at once, and answered at once.
+      if (!redis) return local.consume(subject, policy);
       return new Promise<RateDecision>((resolve) => {
         const id = `${prefix(policy)}|${subject}`;
         let g = groups.get(id);
@@ -136,6 +128,59 @@ export function createRateLimiter(opts: RateLimiterOptions = {}): NodeRateLimite
     fallbacks: () => fellBack,
     close() {
       redis?.close();
+    },
+  };
+}
+
+/**
+ * Fixed windows counted in this process, as rate-limiter-flexible counts them (a subject's window opens
+ * with its first request and lasts the policy's window), so that a replica whose Redis is down limits
+ * callers the same way. Hand-written because this runs on every keyed request and rate-limiter-flexible's
+ * memory limiter answers only through a promise: here the answer is synchronous and the guard in front of
+ * a route need not wait a turn for it (bench:access). Entries whose window has ended are swept when the
+ * table has doubled since the last sweep, so memory follows the callers of the current window.
+ */
+export function createLocalCounter(now: () => number = Date.now) {
+  // Per policy, then per subject: no key string is built per request. Policies are told apart by identity
+  // (the guard passes the one object each limit is made as, once).
+  const byPolicy = new Map<RatePolicy, Map<string, { count: number; endsAt: number }>>();
+  let open = 0;
+  let sweepAt = 1024;
+  const sweep = (t: number) => {
+    open = 0;
+    for (const windows of byPolicy.values()) {
+      for (const [k, w] of windows) if (w.endsAt <= t) windows.delete(k);
+      open += windows.size;
+    }
+    sweepAt = Math.max(1024, open * 2);
+  };
+  return {
+    consume(subject: string, policy: RatePolicy): RateDecision {
+      const t = now();
+      let windows = byPolicy.get(policy);
+      if (windows === undefined) {
+        windows = new Map();
+        byPolicy.set(policy, windows);
+      }
+      let w = windows.get(subject);
+      if (w === undefined || w.endsAt <= t) {
+        if (w === undefined && ++open >= sweepAt) sweep(t);
+        w = { count: 0, endsAt: t + policy.windowSeconds * 1000 };
+        windows.set(subject, w);
+      }
+      w.count++;
+      const allowed = w.count <= policy.points;
+      return {
+        allowed,
+        remaining: allowed ? policy.points - w.count : 0,
+        resetSeconds: Math.ceil((w.endsAt - t) / 1000),
+      };
+    },
+    /** Subjects with a window open or not yet swept. */
+    size: () => {
+      let n = 0;
+      for (const windows of byPolicy.values()) n += windows.size;
+      return n;
     },
   };
 }

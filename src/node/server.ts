@@ -2,7 +2,7 @@
  * The Node server, wired leaves first: config → metrics → stores (cache, audit) → backend → predictor →
  * app → HTTP server, then the models load in the background while liveness already answers.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Server } from 'node:http';
 import { type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
@@ -300,7 +300,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       rateLimiter: limiter,
       clientAddress: clientAddress(config.access.trustProxyHops),
       responseHeader: nodeResponseHeader,
-      sha256: (key) => createHash('sha256').update(key).digest(),
+      sha256: (key) => hash('sha256', key, 'buffer'),
     },
     {
       maxBodyBytes: config.maxBodyBytes,
