@@ -21,6 +21,7 @@ import {
   createRouteContext,
 } from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
+import { lifecycleRoutes } from './routes/lifecycle.js';
 import { modelRoutes } from './routes/models.js';
 import { operationRoutes } from './routes/operations.js';
 import { predictionRoutes } from './routes/predictions.js';
@@ -186,6 +187,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', auditRoutes(ctx));
   // What changes which models serve: one module (its routes need the admin scope).
   app.route('/', adminRoutes(ctx));
+  app.route('/', lifecycleRoutes(ctx));
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {
     app.openAPIRegistry.registerComponent('securitySchemes', name, scheme);
   }

@@ -33,7 +33,9 @@ export function fieldName(path: readonly PropertyKey[]): string {
 /** The first issue of a failed parse as a ServeError naming its field. */
 export function validationError(error: z.ZodError): ServeError {
   const issue = error.issues[0]!;
-  const field = fieldName(issue.path);
+  // A key the schema does not take is named as the field, so the client sees which one.
+  const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
+  const field = fieldName(path);
   return new ServeError('ERR_VALIDATION', field ? `${field}: ${issue.message}` : issue.message, {
     field: field || undefined,
   });

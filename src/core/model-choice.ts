@@ -38,12 +38,14 @@ export function chooseModel(
   name: string | undefined,
   version: string | undefined,
   features: unknown,
+  /** Who asks (a prediction: the model's traffic policy applies). */
+  caller?: { id?: string | undefined },
 ): ModelEntry {
-  if (name !== undefined) return registry.resolve(name, version);
+  if (name !== undefined) return registry.resolve(name, version, caller);
   const row = firstRow(features);
   const fallback = registry.defaultModel;
   if (fallback !== undefined && fits(registry.versions(fallback).at(-1)?.tabular, row)) {
-    return registry.resolve(fallback, version);
+    return registry.resolve(fallback, version, caller);
   }
   const matches: ModelEntry[] = [];
   for (const n of registry.names()) {
@@ -51,7 +53,7 @@ export function chooseModel(
     const newest = registry.versions(n).at(-1)!;
     if (fits(newest.tabular, row)) matches.push(newest);
   }
-  if (matches.length === 1) return registry.resolve(matches[0]!.name, version);
+  if (matches.length === 1) return registry.resolve(matches[0]!.name, version, caller);
   if (matches.length > 1) {
     const names = matches.map((m) => m.name);
     throw new ServeError(
@@ -77,5 +79,5 @@ export function chooseModel(
       { field: 'model' },
     );
   }
-  return registry.resolve(closest, version);
+  return registry.resolve(closest, version, caller);
 }

@@ -142,8 +142,11 @@ export interface ModelRegistry {
   names(): string[];
   /** A model's versions, oldest first. */
   versions(name: string): ModelEntry[];
-  /** The model asked for: a name (or the default model) and a version (or the newest). */
-  resolve(name?: string, version?: string): ModelEntry;
+  /**
+   * The model asked for: a name (or the default model) and a version (or the one serving: the newest here;
+   * the lifecycle's registry routes by stage and traffic policy, per `caller` for a prediction).
+   */
+  resolve(name?: string, version?: string, caller?: { id?: string | undefined }): ModelEntry;
   all(): ModelEntry[];
   readonly defaultModel: string | undefined;
 }

@@ -327,6 +327,9 @@ const modelVersionFields = {
   class_labels: z.array(z.string()).nullable(),
   batchable: z.boolean(),
   load_seconds: z.number(),
+  stage: z.enum(['staging', 'production', 'archived']).nullable().openapi({
+    description: 'Its stage (POST /models/{name}/versions/{version}/stage); null: none',
+  }),
   description: z.string().nullable(),
   training: z.unknown().openapi({ description: 'From model.json, as written there.' }),
   metrics: z.unknown().openapi({ description: 'From model.json, as written there.' }),

@@ -11,8 +11,10 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { createAdmission } from '../core/admission.js';
 import { createApp, SECURITY_HEADERS } from '../core/app.js';
+import type { AuditStore } from '../core/audit-sql.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
+import { createLifecycle } from '../core/lifecycle.js';
 import { createModelStats } from '../core/model-stats.js';
 import { createPredictor } from '../core/predictor.js';
 import type { ModelRegistry } from '../core/registry.js';
@@ -24,6 +26,7 @@ import { createPgliteStore } from './audit/pglite-store.js';
 import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
+import { createLifecycleStore } from './lifecycle-store.js';
 import { log } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createPoolBackend } from './pool-backend.js';
@@ -56,12 +59,16 @@ function createCache(config: ServerConfig['cache'], metrics: PromMetrics) {
 }
 
 /** The audit log: Postgres when DATABASE_URL is set, else embedded PGlite; a spool on disk either way. */
-function createAudit(config: ServerConfig['audit'], metrics: PromMetrics): AuditLog | undefined {
-  if (!config.enabled) return undefined;
-  return createAuditLog({
-    store: config.databaseUrl
-      ? createPgStore({ url: config.databaseUrl, timeoutMs: config.storeTimeoutMs })
-      : createPgliteStore({ dir: join(config.dir, 'pglite'), timeoutMs: config.storeTimeoutMs }),
+function createAudit(
+  config: ServerConfig['audit'],
+  metrics: PromMetrics,
+): { audit: AuditLog; store: AuditStore } | { audit: undefined; store: undefined } {
+  if (!config.enabled) return { audit: undefined, store: undefined };
+  const store = config.databaseUrl
+    ? createPgStore({ url: config.databaseUrl, timeoutMs: config.storeTimeoutMs })
+    : createPgliteStore({ dir: join(config.dir, 'pglite'), timeoutMs: config.storeTimeoutMs });
+  const audit = createAuditLog({
+    store,
     spool: createSpool(join(config.dir, 'spool')),
     deadLetter: createDeadLetter(join(config.dir, 'dead-letter')),
     batchRows: config.batchRows,
@@ -73,6 +80,7 @@ function createAudit(config: ServerConfig['audit'], metrics: PromMetrics): Audit
     observer: metrics,
     log,
   });
+  return { audit, store };
 }
 
 /** /health's dependency fields, in the seeds' names. */
@@ -229,7 +237,7 @@ function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
   const metrics = createPromMetrics();
   const { l1, redis, cache } = createCache(config.cache, metrics);
-  const audit = createAudit(config.audit, metrics);
+  const { audit, store: auditStore } = createAudit(config.audit, metrics);
   const backend = createPoolBackend({
     size: config.poolSize,
     intraOpNumThreads: config.intraOpNumThreads,
@@ -279,13 +287,22 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       for (const e of entries) metrics.modelLoaded(e);
     },
   });
-  const registry = repository.registry;
+  // Stages and traffic policies route requests that name no version; changes are kept in the audit store
+  // and mirrored into the models directory (model.json, traffic.json).
+  const lifecycleStore = createLifecycleStore({ modelsDir: config.modelsDir, store: auditStore });
+  const lifecycle = createLifecycle({
+    registry: repository.registry,
+    store: lifecycleStore,
+    traffic: await lifecycleStore.loadTraffic(),
+  });
+  const registry = lifecycle.registry;
   let ready = false;
   let closing = false;
   const app = createApp(
     {
       registry,
       repository,
+      lifecycle,
       predictor,
       metrics,
       isReady: () => ready,

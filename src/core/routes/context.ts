@@ -1,6 +1,6 @@
 /** What every route module receives from `createApp`: the dependencies, the settings, and shared helpers. */
 import type { Context } from 'hono';
-import type { AccessConfig, RateLimiter } from '../access.js';
+import { type AccessConfig, API_KEY_VAR, type RateLimiter } from '../access.js';
 import type { Admission } from '../admission.js';
 import { type Answer, createAnswer } from '../answer.js';
 import type { AuditReader, AuditSink } from '../audit.js';
@@ -8,11 +8,13 @@ import type { TieredCache } from '../cache.js';
 import { ServeError } from '../errors.js';
 import { type BodyReader, createBodyReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
+import type { Caller, Lifecycle } from '../lifecycle.js';
 import type { AppMetrics } from '../metrics.js';
 import type { ModelStats } from '../model-stats.js';
 import type { Predictor } from '../predictor.js';
 import type { ModelEntry, ModelRegistry } from '../registry.js';
 import type { ModelRepository } from '../repository.js';
+import type { Tensor } from '../tensor.js';
 
 export interface AppDeps {
   registry: ModelRegistry;
@@ -38,6 +40,11 @@ export interface AppDeps {
    * load/unload are not served.
    */
   repository?: Pick<ModelRepository, 'index' | 'load' | 'unload'>;
+  /**
+   * Stages and traffic policies (which version answers a request naming none, A/B, canary, shadow); the
+   * registry above must be its `registry`. Absent = the newest version serves and those routes are 404.
+   */
+  lifecycle?: Lifecycle;
   /** Triton-shaped statistics per model version (GET /v2/models/…/stats); absent = those routes answer 404. */
   stats?: ModelStats;
   /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */
@@ -116,6 +123,20 @@ export interface RouteContext {
   requireLoaded(): void;
   /** The model version a prediction request asks for, recorded for its statistics; returns it. */
   chosen(c: Context, entry: ModelEntry): ModelEntry;
+  /**
+   * Who asks, for a model's traffic policy: X-Client-Id, else the API key's name; a split sticks to it.
+   */
+  caller(c: Context): Caller;
+  /**
+   * When the served version's model has a shadow and this request is sampled: call the returned function
+   * with the served outputs (and the served run's ms, unless rows came from the cache) once answered; the
+   * shadow runs on a copy of the inputs, off the request's path, and is compared, never returned.
+   */
+  shadow(
+    entry: ModelEntry,
+    inputs: Record<string, Tensor>,
+    rows: number,
+  ): ((outputs: Record<string, Tensor>, servedMs: number | undefined) => void) | undefined;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   requestId(c: Context, fromBody: string | undefined): string;
   /** When the answer stops being wanted: the server's limit, or less if the client asks (body, then X-Timeout-Ms). */
@@ -157,6 +178,44 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     chosen(c, entry) {
       c.set(CHOSEN_MODEL as never, entry as never);
       return entry;
+    },
+    caller(c) {
+      const client = c.req.header('x-client-id');
+      if (client !== undefined && client !== '') {
+        if (client.length > 200) {
+          throw new ServeError('ERR_VALIDATION', 'X-Client-Id is over 200 characters', {
+            field: 'x-client-id',
+          });
+        }
+        return { id: `c:${client}` };
+      }
+      const key = c.get(API_KEY_VAR as never) as string | undefined;
+      return { id: key === undefined ? undefined : `k:${key}` };
+    },
+    shadow(entry, inputs, rows) {
+      const lifecycle = deps.lifecycle;
+      const shadow = lifecycle?.shadowFor(entry);
+      if (!lifecycle || !shadow) return undefined;
+      // A copy: the served run may hand its inputs' buffers to a worker thread.
+      const copy: Record<string, Tensor> = {};
+      for (const [name, t] of Object.entries(inputs)) copy[name] = { ...t, data: t.data.slice() } as Tensor;
+      return (outputs, servedMs) => {
+        lifecycle.began();
+        const started = performance.now();
+        const of = (e: ModelEntry, out: Record<string, Tensor>) => ({
+          prediction: e.predictionOutput ? out[e.predictionOutput]?.data : undefined,
+          probabilities: e.probabilityOutput ? (out[e.probabilityOutput]?.data as Float32Array) : undefined,
+        });
+        deps.predictor.infer(shadow, copy, rows).then(
+          (out) =>
+            lifecycle.compare(entry, shadow, {
+              rows,
+              served: { ...of(entry, outputs), ms: servedMs },
+              shadow: { ...of(shadow, out), ms: performance.now() - started },
+            }),
+          () => lifecycle.compare(entry, shadow, { failed: true }),
+        );
+      };
     },
     requestId(c, fromBody) {
       if (fromBody !== undefined) return fromBody;

@@ -19,6 +19,7 @@ export const describeVersion = (e: ModelEntry) => ({
   class_labels: e.classLabels ?? null,
   batchable: e.batchable,
   load_seconds: Math.round(e.loadSeconds * 1e4) / 1e4,
+  stage: (e.metadata.stage as 'staging' | 'production' | 'archived' | undefined) ?? null,
   description: e.metadata.description ?? null,
   training: e.metadata.training ?? null,
   metrics: e.metadata.metrics ?? null,
@@ -61,7 +62,8 @@ export function modelRoutes(ctx: RouteContext) {
           return {
             name: n,
             versions: versions.map((v) => v.version),
-            default_version: versions.at(-1)!.version,
+            // The version serving requests that name none: production, a traffic policy's, or the newest.
+            default_version: registry.resolve(n).version,
             description: versions.at(-1)!.metadata.description ?? null,
           };
         }),
@@ -82,10 +84,10 @@ export function modelRoutes(ctx: RouteContext) {
     (c) => {
       ctx.requireLoaded();
       const name = c.req.param('name')!;
-      const newest = registry.resolve(name); // 404 ERR_MODEL_NOT_FOUND
+      const serving = registry.resolve(name); // 404 ERR_MODEL_NOT_FOUND
       return c.json({
         name,
-        default_version: newest.version,
+        default_version: serving.version,
         versions: registry.versions(name).map(describeVersion),
       });
     },

@@ -79,11 +79,18 @@ export function predictionRoutes(ctx: RouteContext) {
       );
     }
     const tensor = rowsToTensor(spec, rows, fieldOf);
-    const result = await inference.run(entry, { [spec.input]: tensor }, rows.length, {
+    const inputs = { [spec.input]: tensor };
+    const shadow = ctx.shadow(entry, inputs, rows.length);
+    const ran = performance.now();
+    const result = await inference.run(entry, inputs, rows.length, {
       useCache,
       outputs: predictOutputs(entry),
       deadline,
     });
+    shadow?.(
+      result.outputs,
+      result.tiers?.some((t) => t !== undefined) ? undefined : performance.now() - ran,
+    );
     metrics.rows(entry.name, entry.version, rows.length);
     return {
       predictions: toRowPredictions(entry, result.outputs, rows.length, probability),
@@ -97,7 +104,7 @@ export function predictionRoutes(ctx: RouteContext) {
     const body = await readJson(c, S.PredictRequest);
     const requestId = ctx.requestId(c, body.request_id);
     const { features } = body;
-    const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, features));
+    const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, features, ctx.caller(c)));
     const useCache = body.use_cache !== false;
     const deadline = ctx.deadline(c, started, body.timeout_ms);
     if (Array.isArray(features) && Array.isArray(features[0])) {
@@ -179,7 +186,7 @@ export function predictionRoutes(ctx: RouteContext) {
     } else {
       throw invalid('ERR_VALIDATION', 'requests', 'requests (or instances) is required');
     }
-    const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, input[0]));
+    const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, input[0], ctx.caller(c)));
     const deadline = ctx.deadline(c, started, body.timeout_ms);
     const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache, deadline);
     const rows = predictions.length;

@@ -152,7 +152,7 @@ export function v2Routes(ctx: RouteContext) {
     const started = performance.now();
     ctx.requireReady();
     // The model first: an unknown model is a 404 whatever the body holds.
-    const entry = ctx.chosen(c, registry.resolve(c.req.param('name'), c.req.param('version')));
+    const entry = ctx.chosen(c, registry.resolve(c.req.param('name'), c.req.param('version'), ctx.caller(c)));
     const { json, binary } = splitInferBody(await body.readV2Body(c), c.req.header(HEADER_LENGTH));
     const req = await body.parseJson(json, S.V2InferRequest);
     refuseUnservedExtensions(req);
@@ -186,11 +186,14 @@ export function v2Routes(ctx: RouteContext) {
           raw[k] === undefined ? t : { ...t, data: encodeV2Output(t.name, tensors[t.name]!).data },
         )
       : req.inputs;
+    const shadow = ctx.shadow(entry, tensors, rows);
+    const ran = performance.now();
     const { outputs, tiers } = await inference.run(entry, tensors, rows, {
       useCache: useCache !== false,
       outputs: outputNames,
       deadline: ctx.deadline(c, started, requestTimeoutMs(req.parameters)),
     });
+    shadow?.(outputs, tiers?.some((t) => t !== undefined) ? undefined : performance.now() - ran);
     metrics.rows(entry.name, entry.version, rows);
     if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
