@@ -118,6 +118,8 @@ export async function load(opts: {
   serverPids: number[];
   /** Sent with every request besides Content-Type (an API key, say). */
   headers?: Record<string, string>;
+  /** Requests per second offered in all (an open rate); absent = each connection sends again on answer. */
+  rate?: number;
 }): Promise<LoadResult> {
   const cpu0 = opts.serverPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const self0 = process.cpuUsage();
@@ -128,6 +130,7 @@ export async function load(opts: {
     headers: { 'content-type': 'application/json', ...opts.headers },
     connections: opts.connections,
     duration: opts.seconds,
+    ...(opts.rate !== undefined ? { overallRate: opts.rate } : {}),
     requests: [
       {
         setupRequest: (req) => {
