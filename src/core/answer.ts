@@ -33,12 +33,25 @@ export type Render = (latencyMs: number, cachedRows: number) => Rendered;
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
 
+/** The context key under which an answered prediction is kept for the access log line. */
+export const ANSWERED = 'answered';
+export interface AnsweredSummary {
+  requestId: string;
+  rows: number;
+  cache: string | null;
+}
+
 export function createAnswer(audit: AuditSink | undefined) {
   return function answer(c: Context, a: Answered, render: Render): Response {
     const latencyMs = round3(performance.now() - a.started);
     let cachedRows = 0;
     if (a.tiers) for (const t of a.tiers) if (t !== undefined) cachedRows++;
     const { body, output, send } = render(latencyMs, cachedRows);
+    const cache = cacheSummary(a.tiers);
+    c.set(
+      ANSWERED as never,
+      { requestId: a.requestId, rows: a.rows, cache } satisfies AnsweredSummary as never,
+    );
     audit?.record({
       id: crypto.randomUUID(),
       request_id: a.requestId,
@@ -51,7 +64,7 @@ export function createAnswer(audit: AuditSink | undefined) {
       output,
       rows: a.rows,
       latency_ms: latencyMs,
-      cache: cacheSummary(a.tiers),
+      cache,
       status: 200,
       client_id: c.req.header('x-client-id') ?? null,
       api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,

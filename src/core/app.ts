@@ -4,11 +4,13 @@
  * it their dependencies; it imports nothing of either.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { routePath } from 'hono/route';
-import { createAccessControl, type Scope } from './access.js';
+import { API_KEY_VAR, createAccessControl, type Scope } from './access.js';
+import { ANSWERED, type AnsweredSummary } from './answer.js';
 import { type ErrorCode, ServeError } from './errors.js';
+import { silentLogger } from './logger.js';
 import { honoPath, routeAccess, SECURITY_SCHEMES } from './openapi.js';
 import type { ModelEntry } from './registry.js';
 import { adminRoutes } from './routes/admin.js';
@@ -28,6 +30,9 @@ import { predictionRoutes } from './routes/predictions.js';
 import { v2Routes } from './routes/v2.js';
 
 export type { AppConfig, AppDeps, CorsConfig } from './routes/context.js';
+
+/** An error's stack (or text) for a log line. */
+const errorText = (err: unknown) => (err instanceof Error ? (err.stack ?? String(err)) : String(err));
 
 /** The routes admission control guards (Hono paths). */
 const PREDICTION_PATHS = [
@@ -108,13 +113,42 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   const ctx = createRouteContext(deps, config);
   const app = new OpenAPIHono();
 
+  const logger = deps.logger ?? silentLogger;
+  // One access line per request (or per sampled request), as pino writes it: fields, then the message.
+  const sample = logger.isLevelEnabled('info') ? (config.accessLogSample ?? 1) : 0;
+  const accessLine = (c: Context, route: string, status: number, ms: number, code: ErrorCode | undefined) => {
+    const entry = c.get(CHOSEN_MODEL as never) as ModelEntry | undefined;
+    const answered = c.get(ANSWERED as never) as AnsweredSummary | undefined;
+    logger.info(
+      {
+        request_id: answered?.requestId ?? c.req.header('x-request-id') ?? null,
+        method: c.req.method,
+        route,
+        status,
+        latency_ms: Math.round(ms * 1000) / 1000,
+        model: entry?.name ?? null,
+        version: entry?.version ?? null,
+        rows: answered?.rows ?? null,
+        cache: answered?.cache ?? null,
+        api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
+        error: code ?? null,
+      },
+      'request',
+    );
+  };
+
   app.use('*', async function recordRequest(c, next) {
     const started = performance.now();
     await next();
     const code = c.get('errorCode' as never) as ErrorCode | undefined;
     const route =
       code === 'ERR_NOT_FOUND' || code === 'ERR_METHOD_NOT_ALLOWED' ? 'unmatched' : routePath(c, -1);
-    metrics.request(route, c.req.method, c.res.status, (performance.now() - started) / 1000);
+    const ms = performance.now() - started;
+    const status = c.res.status;
+    metrics.request(route, c.req.method, status, ms / 1000);
+    if (sample > 0 && (sample >= 1 || status >= 500 || Math.random() < sample)) {
+      accessLine(c, route, status, ms, code);
+    }
   });
   if (!config.securityHeadersByRuntime) app.use('*', securityHeaders(config.cors !== undefined));
   if (config.cors) app.use('*', corsMiddleware(config.cors));
@@ -157,9 +191,17 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     let e: ServeError;
     if (err instanceof ServeError) {
       e = err;
-      if (e.code === 'ERR_INTERNAL' || e.code === 'ERR_INFERENCE') console.error(e.message, e.cause);
+      if (e.code === 'ERR_INTERNAL' || e.code === 'ERR_INFERENCE') {
+        logger.error(
+          { request_id: c.req.header('x-request-id') ?? null, route: c.req.path, error: errorText(e.cause) },
+          e.message,
+        );
+      }
     } else {
-      console.error('unexpected error', err);
+      logger.error(
+        { request_id: c.req.header('x-request-id') ?? null, route: c.req.path, error: errorText(err) },
+        'unexpected error',
+      );
       e = new ServeError('ERR_INTERNAL', 'internal error');
     }
     metrics.error(e.code);

@@ -72,6 +72,8 @@ const EnvSchema = z.object({
   CORS_METHODS: z.string().optional(),
   CORS_HEADERS: z.string().optional(),
   CORS_MAX_AGE_SECONDS: int(0).max(86_400).default(600),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  ACCESS_LOG_SAMPLE: z.coerce.number().min(0).max(1).default(1),
 });
 
 const list = (s: string | undefined) =>
@@ -105,6 +107,8 @@ export interface ServerConfig {
   };
   /** `/predict`'s `probability`: the positive (or predicted) class's, or every class's as seed 003 reads it. */
   probability: 'positive' | 'list';
+  /** Log level, and the share of requests that get an access log line (5xx answers always do). */
+  log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent'; accessSample: number };
   /** Limits that keep slow or idle clients from holding the server (slowloris). */
   http: {
     headersTimeoutMs: number;
@@ -255,6 +259,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       heavyYieldMs: e.HEAVY_YIELD_MS,
     },
     probability: e.PREDICT_PROBABILITY,
+    log: { level: e.LOG_LEVEL, accessSample: e.ACCESS_LOG_SAMPLE },
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,

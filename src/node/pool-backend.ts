@@ -18,6 +18,7 @@ import type {
 } from '../core/backend.js';
 import { ServeError } from '../core/errors.js';
 import type { Tensor } from '../core/tensor.js';
+import { log } from './log.js';
 import { compiledWorker } from './worker-file.js';
 
 export interface PoolBackendOptions {
@@ -124,9 +125,7 @@ export function createPoolBackend(
       await p.destroy();
       throw err;
     });
-    p.on('error', (err) =>
-      console.error(JSON.stringify({ level: 'error', msg: 'worker error', error: String(err) })),
-    );
+    p.on('error', (err) => log('error', 'worker error', { error: String(err) }));
     const described = (await p.run({ op: 'describe' })) as DescribeResult;
     return { pool: p, signatures: new Map<string, ModelSignature>(Object.entries(described)) };
   }
@@ -164,9 +163,7 @@ export function createPoolBackend(
       const arrived = new SharedArrayBuffer(4);
       await Promise.all(
         Array.from({ length: workers }, () => old.run({ op: 'release', arrived, workers })),
-      ).catch((err) =>
-        console.error(JSON.stringify({ level: 'error', msg: 'session release failed', error: String(err) })),
-      );
+      ).catch((err) => log('error', 'session release failed', { error: String(err) }));
       await old.close();
       return started.signatures;
     },

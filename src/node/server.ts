@@ -27,7 +27,7 @@ import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
 import { createLifecycleStore } from './lifecycle-store.js';
-import { log } from './log.js';
+import { log, logger } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
@@ -235,6 +235,7 @@ function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
  * turns true when all workers hold warmed sessions.
  */
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
+  logger.level = config.log.level;
   const metrics = createPromMetrics();
   const { l1, redis, cache } = createCache(config.cache, metrics);
   const { audit, store: auditStore } = createAudit(config.audit, metrics);
@@ -303,6 +304,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       registry,
       repository,
       lifecycle,
+      logger,
       predictor,
       metrics,
       isReady: () => ready,
@@ -330,6 +332,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       access: config.access,
       cors: config.cors,
       securityHeadersByRuntime: true,
+      accessLogSample: config.log.accessSample,
     },
   );
   logAccess(config, limiter);

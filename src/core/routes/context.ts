@@ -9,6 +9,7 @@ import { ServeError } from '../errors.js';
 import { type BodyReader, createBodyReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
 import type { Caller, Lifecycle } from '../lifecycle.js';
+import type { Logger } from '../logger.js';
 import type { AppMetrics } from '../metrics.js';
 import type { ModelStats } from '../model-stats.js';
 import type { Predictor } from '../predictor.js';
@@ -54,6 +55,8 @@ export interface AppDeps {
    * answer 404. Node serves them from the installed packages, so the pages work with no internet.
    */
   docsAsset?: (file: string) => Promise<{ body: Uint8Array | string; type: string } | undefined>;
+  /** Where log lines go (pino on Node); absent = nowhere. */
+  logger?: Logger;
   /** Counts requests for rate limits (Redis-shared on Node when REDIS_URL is set); absent = no limits. */
   rateLimiter?: RateLimiter;
   /** The caller's address, for anonymous callers' rate limits; absent = they share one limit. */
@@ -101,6 +104,11 @@ export interface AppConfig {
   access?: AccessConfig;
   /** Absent = no CORS headers (browsers on other origins cannot read answers). */
   cors?: CorsConfig;
+  /**
+   * The share of requests that get an access log line at level info (default 1: every one); answers of 500
+   * and above always do. 0 turns the access log off.
+   */
+  accessLogSample?: number;
   /** The entry point adds `SECURITY_HEADERS` to every response itself (Node, where that is cheaper). */
   securityHeadersByRuntime?: boolean;
 }
