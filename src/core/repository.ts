@@ -220,7 +220,10 @@ export function createModelRepository(opts: RepositoryOptions) {
           try {
             await backend.replace(sourcesWith(versions, name), {
               // The new versions take requests the moment the new sessions do, with nothing in between.
-              ready: (signatures) => commit((entries = describe(versions, signatures))),
+              ready: (signatures) => {
+                entries = describe(versions, signatures);
+                commit(entries);
+              },
               // Requests already given a version that is gone finish on the sessions that hold it.
               moved: () => predictor.settled(gone),
             });
