@@ -97,6 +97,11 @@ export function createPoolBackend(
       if (isRunStarted(m)) busy.started(m.runId);
       else if (isWorkerReady(m)) busy.register(m.threadId);
     });
+    // Until the pool is ready every worker error is handled by the wait below, and the first one ends it:
+    // a second worker failing in the same turn (every worker fails alike on a corrupt model file) must not
+    // reach an 'error' event with no listener, which would throw in the process.
+    const starting = () => {};
+    p.on('error', starting);
     // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
     // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
     await new Promise<void>((resolve, reject) => {
@@ -131,6 +136,7 @@ export function createPoolBackend(
     p.on('error', (err) =>
       console.error(JSON.stringify({ level: 'error', msg: 'worker error', error: String(err) })),
     );
+    p.off('error', starting);
     const described = (await p.run({ op: 'describe' })) as DescribeResult;
     return { pool: p, signatures: new Map<string, ModelSignature>(Object.entries(described)) };
   }
