@@ -58,6 +58,20 @@ export interface BackendStats {
   liveWorkers: number;
 }
 
+/** What a caller of `replace` does at its two moments, so that requests never see a model half-replaced. */
+export interface ReplaceHooks {
+  /**
+   * The new sessions are created and warmed, and runs have not moved to them yet: the caller points its
+   * requests at the new set now. Throwing here abandons the new sessions; the current ones keep serving.
+   */
+  ready?(signatures: Map<string, ModelSignature>): void;
+  /**
+   * Runs now go to the new sessions; a model only the old ones hold is still served by them until this
+   * resolves (the caller waits here for requests it had already sent to such a model).
+   */
+  moved?(): Promise<void>;
+}
+
 /**
  * The one interface every inference runtime implements: onnxruntime-node in-process, the Piscina pool that
  * forwards to it, and onnxruntime-web on the edge. The HTTP layer sees only this.
@@ -73,7 +87,7 @@ export interface InferenceBackend {
    * resolves, runs already started finish on the sessions they began on, and sessions of models left out
    * are released. Backends that load once lack it.
    */
-  replace?(models: readonly ModelSource[]): Promise<Map<string, ModelSignature>>;
+  replace?(models: readonly ModelSource[], hooks?: ReplaceHooks): Promise<Map<string, ModelSignature>>;
   stats?(): BackendStats;
   close(): Promise<void>;
 }

@@ -171,7 +171,10 @@ export function createModelRepository(opts: RepositoryOptions) {
 
     /**
      * Load (or reload) a model: its versions are read from the repository again, their sessions created and
-     * warmed in the backend, and only then does it take requests. The other models serve meanwhile.
+     * warmed in the backend, and only then does it take requests. The other models serve meanwhile, and so
+     * does this model's loaded versions while a reload is under way: a reload that fails leaves them serving.
+     * When every version's file is the one loaded (only model.json changed), the entries are described again
+     * with the new metadata and the backend is left alone: no worker restarts.
      */
     load(name: string): Promise<ModelEntry[]> {
       return serially(async () => {
@@ -183,23 +186,55 @@ export function createModelRepository(opts: RepositoryOptions) {
             field: 'name',
           });
         }
-        const wasLoaded = [...loaded.values()].some((e) => e.name === name);
-        if (!wasLoaded) unavailable.set(name, { state: 'LOADING', reason: 'loading' });
-        try {
-          const signatures = await backend.replace(sourcesWith(versions, name));
-          const entries = describe(versions, signatures);
+        const before = [...loaded.values()].filter((e) => e.name === name);
+        const wasLoaded = before.length > 0;
+        /** Requests see `entries` from now on. */
+        const commit = (entries: ModelEntry[]) => {
           stored = found;
-          for (const id of [...loaded.keys()]) if (loaded.get(id)!.name === name) loaded.delete(id);
+          for (const e of before) loaded.delete(e.id);
           for (const e of entries) loaded.set(e.id, e);
           unavailable.delete(name);
           rebuild();
-          opts.onLoaded?.(entries);
-          return entries;
-        } catch (err) {
-          if (!wasLoaded)
-            unavailable.set(name, { state: 'UNAVAILABLE', reason: `load failed: ${String(err)}` });
-          throw err;
+        };
+        let entries: ModelEntry[] = [];
+        const same =
+          wasLoaded &&
+          before.length === versions.length &&
+          versions.every((v) => loaded.get(v.source.id)?.sha256 === v.sha256);
+        if (same) {
+          entries = versions.map((v) => {
+            const e = loaded.get(v.source.id)!;
+            return describeModel({
+              name: v.name,
+              version: v.version,
+              sha256: v.sha256,
+              signature: e.signature,
+              metadata: v.metadata,
+              loadSeconds: e.loadSeconds,
+            });
+          });
+          commit(entries);
+        } else {
+          const gone = before.filter((e) => !versions.some((v) => v.source.id === e.id)).map((e) => e.id);
+          if (!wasLoaded) unavailable.set(name, { state: 'LOADING', reason: 'loading' });
+          try {
+            await backend.replace(sourcesWith(versions, name), {
+              // The new versions take requests the moment the new sessions do, with nothing in between.
+              ready: (signatures) => {
+                entries = describe(versions, signatures);
+                commit(entries);
+              },
+              // Requests already given a version that is gone finish on the sessions that hold it.
+              moved: () => predictor.settled(gone),
+            });
+          } catch (err) {
+            if (!wasLoaded)
+              unavailable.set(name, { state: 'UNAVAILABLE', reason: `load failed: ${String(err)}` });
+            throw err;
+          }
         }
+        opts.onLoaded?.(entries);
+        return entries;
       });
     },
 

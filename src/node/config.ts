@@ -15,6 +15,7 @@ const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   MODELS_DIR: z.string().min(1).optional(),
   DEFAULT_MODEL: z.string().min(1).optional(),
+  WATCH_MODELS: z.enum(['true', 'false']).default('true'),
   POOL_SIZE: int(1).max(256).default(availableParallelism()),
   INTRA_OP_THREADS: int(1).max(64).default(1),
   BATCH_MAX_ROWS: int(1).default(512),
@@ -87,6 +88,8 @@ export interface ServerConfig {
   host: string;
   modelsDir: string;
   defaultModel: string | undefined;
+  /** Reload a model when its directory under modelsDir changes (a version copied in or removed). */
+  watchModels: boolean;
   poolSize: number;
   intraOpNumThreads: number;
   /** Most ms one batch may run before its worker is ended and replaced. */
@@ -238,6 +241,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     modelsDir: e.MODELS_DIR ? resolve(e.MODELS_DIR) : shippedModelsDir(),
     // The shipped models answer seed clients (which name no model) with the churn classifier.
     defaultModel: e.DEFAULT_MODEL ?? (e.MODELS_DIR ? undefined : 'churn'),
+    watchModels: e.WATCH_MODELS === 'true',
     poolSize: e.POOL_SIZE,
     intraOpNumThreads: e.INTRA_OP_THREADS,
     runTimeoutMs: e.RUN_TIMEOUT_MS,

@@ -14,6 +14,7 @@ import type {
   InferenceBackend,
   ModelSignature,
   ModelSource,
+  ReplaceHooks,
   RunOptions,
 } from '../core/backend.js';
 import { ServeError } from '../core/errors.js';
@@ -48,7 +49,8 @@ export function createPoolBackend(
 ): InferenceBackend & { stats(): BackendStats; replace: NonNullable<InferenceBackend['replace']> } {
   if (!Number.isInteger(options.size) || options.size < 1)
     throw new Error('options.size must be a positive integer');
-  let pool: Piscina<WorkerTask, DescribeResult | RunReply | undefined> | undefined;
+  type Pool = Piscina<WorkerTask, DescribeResult | RunReply | undefined>;
+  let pool: Pool | undefined;
   /** The models the current pool's workers hold. */
   let poolModels = new Set<string>();
   const runTimeoutMs = options.runTimeoutMs ?? 60_000;
@@ -61,6 +63,8 @@ export function createPoolBackend(
   );
   watchdog.unref();
   let closed = false;
+  /** Pools replaced and not yet closed, with the models they hold. */
+  const draining = new Map<Pool, Set<string>>();
   /** Runs dispatched to each pool and not yet answered, and who waits for a pool's to reach none. */
   const active = new Map<object, { runs: number; idle: (() => void)[] }>();
   const settledRuns = (p: object) =>
@@ -94,6 +98,11 @@ export function createPoolBackend(
       if (isRunStarted(m)) busy.started(m.runId);
       else if (isWorkerReady(m)) busy.register(m.threadId);
     });
+    // Until the pool is ready every worker error is handled by the wait below, and the first one ends it:
+    // a second worker failing in the same turn (every worker fails alike on a corrupt model file) must not
+    // reach an 'error' event with no listener, which would throw in the process.
+    const starting = () => {};
+    p.on('error', starting);
     // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
     // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
     await new Promise<void>((resolve, reject) => {
@@ -126,6 +135,7 @@ export function createPoolBackend(
       throw err;
     });
     p.on('error', (err) => log('error', 'worker error', { error: String(err) }));
+    p.off('error', starting);
     const described = (await p.run({ op: 'describe' })) as DescribeResult;
     return { pool: p, signatures: new Map<string, ModelSignature>(Object.entries(described)) };
   }
@@ -143,20 +153,38 @@ export function createPoolBackend(
 
     /**
      * A new pool with `models` starts (every worker's sessions created and warmed) while the current one
-     * keeps serving; then runs go to the new pool, and the old one closes once its runs have finished: its
-     * threads end, and the sessions they held with them.
+     * keeps serving; then runs go to the new pool (the old one still runs the models only it holds until
+     * `hooks.moved` resolves), and the old one closes once its runs have finished: its threads end, and the
+     * sessions they held with them.
      */
-    async replace(models: readonly ModelSource[]) {
-      if (!pool) return this.load(models);
+    async replace(models: readonly ModelSource[], hooks?: ReplaceHooks) {
       const started = await startPool(models);
       if (closed) {
         await started.pool.destroy();
         throw new Error('the pool backend closed while models were loading');
       }
+      try {
+        hooks?.ready?.(started.signatures);
+      } catch (err) {
+        await started.pool.destroy();
+        throw err;
+      }
       const old = pool;
+      const oldModels = poolModels;
       pool = started.pool;
       poolModels = new Set(models.map((m) => m.id));
-      await settledRuns(old);
+      if (!old) {
+        await hooks?.moved?.();
+        return started.signatures;
+      }
+      draining.set(old, oldModels);
+      try {
+        await hooks?.moved?.();
+      } finally {
+        // Runs may still be dispatched to the old pool until it leaves `draining`: wait until none is left.
+        while ((active.get(old)?.runs ?? 0) > 0) await settledRuns(old);
+        draining.delete(old);
+      }
       // Each worker releases its sessions itself before its thread ends (rather than leaving them to the
       // thread's teardown): one release task per worker, all at once.
       const workers = old.threads.length;
@@ -169,11 +197,17 @@ export function createPoolBackend(
     },
 
     async run(modelId: string, inputs: Record<string, Tensor>, opts?: RunOptions): Promise<RunResult> {
-      const p = pool;
+      let p = pool;
       if (!p) throw new Error('the pool backend has no models loaded');
-      // A request accepted just before its model was unloaded (its body still arriving then) is refused
-      // here, as requests after the unload are, not failed by a worker that no longer holds the model.
+      // A model the new pool left out runs on the old one while that one drains (requests already given a
+      // version that a reload removed); past that, a request accepted just before its model was unloaded
+      // (its body still arriving then) is refused here, as requests after the unload are, not failed by a
+      // worker that no longer holds the model.
       if (!poolModels.has(modelId)) {
+        p = undefined;
+        for (const [old, ids] of draining) if (ids.has(modelId)) p = old;
+      }
+      if (!p) {
         throw new ServeError('ERR_MODEL_UNAVAILABLE', `model ${modelId} is not loaded now`, {
           field: 'model',
         });

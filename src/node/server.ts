@@ -14,11 +14,12 @@ import { createApp, SECURITY_HEADERS } from '../core/app.js';
 import type { AuditStore } from '../core/audit-sql.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
+import { ServeError } from '../core/errors.js';
 import { createLifecycle } from '../core/lifecycle.js';
 import { createModelStats } from '../core/model-stats.js';
 import { createPredictor } from '../core/predictor.js';
 import type { ModelRegistry } from '../core/registry.js';
-import { createModelRepository, type StoredVersion } from '../core/repository.js';
+import { createModelRepository, type ModelRepository, type StoredVersion } from '../core/repository.js';
 import { type AuditLog, createAuditLog } from './audit/audit-log.js';
 import { createDeadLetter } from './audit/dead-letter.js';
 import { createPgStore } from './audit/pg-store.js';
@@ -29,6 +30,7 @@ import { createDocsAssets } from './docs-assets.js';
 import { createLifecycleStore } from './lifecycle-store.js';
 import { log, logger } from './log.js';
 import { scanModelRepository } from './model-store.js';
+import { createModelWatcher, type ModelWatcher } from './model-watcher.js';
 import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
 import { createRateLimiter, type NodeRateLimiter } from './rate-limiter.js';
@@ -205,6 +207,35 @@ const scanVersions = (modelsDir: string) => async (): Promise<StoredVersion[]> =
     source: { id: `${m.name}@${m.version}`, path: m.path },
   }));
 
+/**
+ * What the watcher does when a model's directory changed: reload it (its versions as they are on disk now),
+ * or unload it when no version is left. A version that fails to load (a corrupt or half-copied model.onnx)
+ * changes nothing: the versions loaded before keep serving, and the failure is logged.
+ */
+async function reloadFromDisk(repository: ModelRepository, name: string) {
+  const before = repository.index().filter((m) => m.name === name && m.state === 'READY');
+  try {
+    const entries = await repository.load(name);
+    log('info', 'model reloaded from MODELS_DIR', {
+      model: name,
+      versions: entries.map((e) => e.version),
+      was: before.map((m) => m.version),
+    });
+  } catch (err) {
+    if (err instanceof ServeError && err.code === 'ERR_MODEL_NOT_FOUND') {
+      if (before.length === 0) return;
+      await repository.unload(name);
+      log('info', 'model unloaded: its directory holds no version now', { model: name });
+      return;
+    }
+    log('warn', 'model reload failed; the versions loaded before keep serving', {
+      model: name,
+      versions: before.map((m) => m.version),
+      error: String(err),
+    });
+  }
+}
+
 /** Say at start who may call what: key names and scopes (never digests), open admin routes, limits. */
 function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
   const { access } = config;
@@ -357,10 +388,26 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   loading.catch((err) => {
     if (!closing) log('error', 'model loading failed', { error: String(err?.stack ?? err) });
   });
+  // Once the models serve, a version copied into MODELS_DIR (or removed from it) is loaded (or let go).
+  let watcher: ModelWatcher | undefined;
+  if (config.watchModels) {
+    loading.then(
+      () => {
+        if (closing) return;
+        watcher = createModelWatcher({
+          dir: config.modelsDir,
+          onChange: (name) => reloadFromDisk(repository, name),
+          onError: (err) => log('warn', 'MODELS_DIR watcher failed', { error: String(err) }),
+        });
+      },
+      () => {},
+    );
+  }
 
   const close = async () => {
     if (closing) return;
     closing = true;
+    watcher?.close();
     const deadline = performance.now() + config.shutdownTimeoutMs;
     // Not waiting for models still loading: SIGTERM during start-up ends it now (the pool is closed below).
     // Stop listening, but keep open connections: closing an idle keep-alive connection races its client's
