@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { modelsCopy } from './models-copy.js';
 
 const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'node', 'main.js');
 
@@ -13,7 +14,15 @@ export function startMain(
   nodeArgs: string[] = [],
 ) {
   const child = spawn(process.execPath, [...nodeArgs, MAIN], {
-    env: { ...process.env, PORT: '0', AUDIT: 'off', AUDIT_DIR: auditDir, ...env },
+    env: {
+      ...process.env,
+      PORT: '0',
+      AUDIT: 'off',
+      AUDIT_DIR: auditDir,
+      // A copy of the shipped models (see modelsCopy), served as the shipped ones are: churn by default.
+      ...(env.MODELS_DIR ? {} : { MODELS_DIR: modelsCopy(), DEFAULT_MODEL: env.DEFAULT_MODEL ?? 'churn' }),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

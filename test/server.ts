@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/node/config.js';
 import { type RunningServer, startServer } from '../src/node/server.js';
+import { modelsCopy } from './models-copy.js';
 
 /** A fetch Response whose body tests read loosely: they check its shape with assertions. */
 // biome-ignore lint/suspicious/noExplicitAny: test bodies are checked by assertions, not types
@@ -30,7 +31,14 @@ export async function startTestServer(env: Record<string, string> = {}) {
   const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
   // Audit is off unless a test asks for it: PGlite's first start (initdb) costs seconds of CPU.
   const server = await startServer(
-    loadConfig({ PORT: '0', POOL_SIZE: '2', AUDIT: 'off', AUDIT_DIR: auditDir, ...env }),
+    loadConfig({
+      PORT: '0',
+      POOL_SIZE: '2',
+      AUDIT: 'off',
+      AUDIT_DIR: auditDir,
+      ...(env.MODELS_DIR ? {} : { MODELS_DIR: modelsCopy(), DEFAULT_MODEL: env.DEFAULT_MODEL ?? 'churn' }),
+      ...env,
+    }),
   );
   try {
     await server.ready;
