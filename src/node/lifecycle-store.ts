@@ -43,10 +43,26 @@ const isStage = (s: unknown): s is Stage =>
   typeof s === 'string' && (STAGES as readonly string[]).includes(s);
 
 /** Write a file whole or not at all: a reader (another replica's watcher) never sees half of it. */
+let tmpSeq = 0;
 async function writeAtomic(path: string, text: string) {
-  const tmp = `${path}.${process.pid}.tmp`;
+  // A name of its own per write: two writes sharing one temporary file interleave their bytes, and the
+  // rename then publishes the mixture (seen: a model.json no scan could read after concurrent promotions).
+  const tmp = `${path}.${process.pid}.${tmpSeq++}.tmp`;
   await writeFile(tmp, text);
   await rename(tmp, path);
+}
+
+/** Read-modify-write of one file at a time: concurrent changes to a model.json each keep the other's. */
+const fileTurns = new Map<string, Promise<unknown>>();
+function inTurn<T>(path: string, change: () => Promise<T>): Promise<T> {
+  const before = fileTurns.get(path) ?? Promise.resolve();
+  const mine = before.then(change, change);
+  const settled = mine.catch(() => {});
+  fileTurns.set(path, settled);
+  void settled.then(() => {
+    if (fileTurns.get(path) === settled) fileTurns.delete(path);
+  });
+  return mine;
 }
 
 export function createLifecycleStore(opts: { modelsDir: string; store?: AuditStore }): LifecycleStore & {
@@ -95,12 +111,15 @@ export function createLifecycleStore(opts: { modelsDir: string; store?: AuditSto
     async recordStage(change) {
       const persisted = { store: false, model_json: false };
       try {
-        const meta = await readMeta(change.model, change.version);
-        const history = Array.isArray(meta.stage_history) ? meta.stage_history : [];
-        const { model: _m, version: _v, ...entry } = change;
-        meta.stage = change.stage;
-        meta.stage_history = [...history, entry].slice(-FILE_HISTORY);
-        await writeAtomic(metaPath(change.model, change.version), `${JSON.stringify(meta, null, 2)}\n`);
+        const path = metaPath(change.model, change.version);
+        await inTurn(path, async () => {
+          const meta = await readMeta(change.model, change.version);
+          const history = Array.isArray(meta.stage_history) ? meta.stage_history : [];
+          const { model: _m, version: _v, ...entry } = change;
+          meta.stage = change.stage;
+          meta.stage_history = [...history, entry].slice(-FILE_HISTORY);
+          await writeAtomic(path, `${JSON.stringify(meta, null, 2)}\n`);
+        });
         persisted.model_json = true;
       } catch (err) {
         log('warn', 'stage change not written to model.json (it holds until the next reload)', {
@@ -167,8 +186,10 @@ export function createLifecycleStore(opts: { modelsDir: string; store?: AuditSto
     async saveTraffic(model, policy) {
       const path = join(modelsDir, model, 'traffic.json');
       try {
-        if (policy) await writeAtomic(path, `${JSON.stringify(policy, null, 2)}\n`);
-        else await rm(path, { force: true });
+        // In turn: the last policy set is the one on disk.
+        await inTurn(path, () =>
+          policy ? writeAtomic(path, `${JSON.stringify(policy, null, 2)}\n`) : rm(path, { force: true }),
+        );
         return true;
       } catch (err) {
         log('warn', 'traffic policy not written (it holds in this process until restart)', {
