@@ -10,6 +10,7 @@ import {
   type RunReply,
   type RunStartedMessage,
   transferListOf,
+  type WorkerFailedMessage,
   type WorkerInit,
   type WorkerReadyMessage,
   type WorkerTask,
@@ -17,8 +18,27 @@ import {
 
 const init = workerData as WorkerInit;
 const backend = createOrtBackend({ intraOpNumThreads: init.intraOpNumThreads, warmup: init.warmup });
-const signatures = Object.fromEntries(await backend.load(init.models)) as DescribeResult;
-parentPort?.postMessage({ type: 'onnx-worker-ready', threadId } satisfies WorkerReadyMessage);
+/**
+ * A model that does not load (a corrupt or half-copied model.onnx) is reported, and the worker stays, idle:
+ * thrown here, it would end this thread, Piscina would start another that fails alike, and the pool, torn
+ * down at the first failure, would terminate workers still inside onnxruntime's session creation, which
+ * aborts the whole process ("terminate called after throwing an instance of 'Napi::Error'", seen in
+ * test/reload.test.ts). The pool waits for every worker's report before it ends them.
+ */
+let signatures: DescribeResult | undefined;
+let loadError: string | undefined;
+try {
+  signatures = Object.fromEntries(await backend.load(init.models)) as DescribeResult;
+  parentPort?.postMessage({ type: 'onnx-worker-ready', threadId } satisfies WorkerReadyMessage);
+} catch (err) {
+  loadError = err instanceof Error ? err.message : String(err);
+  await backend.close().catch(() => {});
+  parentPort?.postMessage({
+    type: 'onnx-worker-failed',
+    threadId,
+    error: loadError,
+  } satisfies WorkerFailedMessage);
+}
 
 function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
   return move({ [transferableSymbol]: transfer, [valueSymbol]: value } as unknown as ArrayBuffer);
@@ -43,6 +63,7 @@ async function release(arrived: SharedArrayBuffer, workers: number): Promise<voi
 const RELEASE_WAIT_MS = 5000;
 
 export default async function handle(task: WorkerTask): Promise<DescribeResult | RunReply | undefined> {
+  if (loadError !== undefined) throw new Error(`this worker's models did not load: ${loadError}`);
   if (task.op === 'describe') return signatures;
   if (task.op === 'release') {
     await release(task.arrived, task.workers);

@@ -35,6 +35,16 @@ export interface WorkerReadyMessage {
 export const isWorkerReady = (m: unknown): m is WorkerReadyMessage =>
   typeof m === 'object' && m !== null && (m as WorkerReadyMessage).type === 'onnx-worker-ready';
 
+/** Posted by a worker whose models did not load; it stays, idle, until the pool ends it. */
+export interface WorkerFailedMessage {
+  type: 'onnx-worker-failed';
+  threadId: number;
+  error: string;
+}
+
+export const isWorkerFailed = (m: unknown): m is WorkerFailedMessage =>
+  typeof m === 'object' && m !== null && (m as WorkerFailedMessage).type === 'onnx-worker-failed';
+
 /**
  * Posted by a worker as it starts a run: the run limit counts from here, not from dispatch, so time spent
  * waiting for a worker (a replacement loading its sessions, say) never ends a run.

@@ -1,3 +1,5 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MODELS_DIR } from '../../test/reference.js';
@@ -101,6 +103,27 @@ describe('pool backend', () => {
     await expect(
       backend.load([{ id: 'x@1', path: join(MODELS_DIR, 'missing/1/model.onnx') }]),
     ).rejects.toThrow(/model\.onnx/);
+  });
+
+  it("a replace whose model does not load fails with the runtime's reason, and the old pool serves on", async () => {
+    // Half a model file, as a copy cut short leaves it. Each worker reports the failure and waits; the new
+    // pool is ended once all have reported (ending a worker inside session creation aborts the process).
+    const dir = mkdtempSync(join(tmpdir(), 'corrupt-'));
+    const whole = readFileSync(join(MODELS_DIR, 'mlp-large/1/model.onnx'));
+    const cut = join(dir, 'model.onnx');
+    writeFileSync(cut, whole.subarray(0, whole.length >> 1));
+    const backend = createPoolBackend({ size: 2 });
+    const churn = { id: 'churn@1', path: join(MODELS_DIR, 'churn/1/model.onnx') };
+    const large = { id: 'mlp-large@1', path: join(MODELS_DIR, 'mlp-large/1/model.onnx') };
+    await backend.load([churn]);
+    for (let i = 0; i < 5; i++) {
+      await expect(backend.replace([large, churn, { id: 'cut@1', path: cut }])).rejects.toThrow(
+        /Protobuf parsing failed/,
+      );
+      expect((await backend.run('churn@1', row(i))).probabilities!.dims).toEqual([1, 2]);
+    }
+    expect(backend.stats().liveWorkers).toBe(2);
+    await backend.close();
   });
 
   it('bounds the batches waiting for a worker: past maxQueue, ERR_QUEUE_FULL; the rest are answered', async () => {

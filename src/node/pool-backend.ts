@@ -2,6 +2,7 @@ import { Piscina, type TaskQueue } from 'piscina';
 import {
   type DescribeResult,
   isRunStarted,
+  isWorkerFailed,
   isWorkerReady,
   type RunReply,
   type RunResult,
@@ -107,6 +108,8 @@ export function createPoolBackend(
     // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
     await new Promise<void>((resolve, reject) => {
       let ready = 0;
+      let failed = 0;
+      let firstFailure = '';
       const timeoutMs = options.startTimeoutMs ?? 120_000;
       const cleanup = () => {
         clearTimeout(timer);
@@ -117,10 +120,17 @@ export function createPoolBackend(
         cleanup();
         reject(new Error(`workers not ready after ${timeoutMs} ms`));
       }, timeoutMs);
+      // A worker whose models did not load says so and waits: the pool is ended only once every worker
+      // has reported, so none is inside onnxruntime's session creation when its thread is terminated.
       const onMessage = (m: unknown) => {
-        if (!isWorkerReady(m) || ++ready < options.size) return;
+        if (isWorkerReady(m)) ready++;
+        else if (isWorkerFailed(m)) {
+          if (failed++ === 0) firstFailure = m.error;
+        } else return;
+        if (ready + failed < options.size) return;
         cleanup();
-        resolve();
+        if (failed === 0) resolve();
+        else reject(new Error(firstFailure));
       };
       const onError = (err: unknown) => {
         cleanup();
