@@ -339,7 +339,7 @@ describe('model lifecycle', () => {
         'shadow.sample',
       ],
       ['PUT', '/models/churn/traffic', '{"split":', 400, 'ERR_BAD_JSON', 'body'],
-      ['GET', '/models/churn/shadow', undefined, 404, 'ERR_NOT_FOUND', 'name'],
+      ['GET', '/models/churn/shadow', undefined, 404, 'ERR_NO_SHADOW', 'name'],
       ['POST', '/model/load/9', undefined, 404, 'ERR_VERSION_NOT_FOUND', 'version'],
     ];
     for (const [method, path, body, status, code, field] of cases) {

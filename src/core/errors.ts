@@ -14,6 +14,8 @@ export const ERROR_STATUS = {
   ERR_MODEL_AMBIGUOUS: 422,
   ERR_VERSION_NOT_FOUND: 404,
   ERR_NOT_FOUND: 404,
+  /** GET /models/{name}/shadow for a model with no shadow version set. */
+  ERR_NO_SHADOW: 404,
   ERR_METHOD_NOT_ALLOWED: 405,
   ERR_FEATURE_MISSING: 422,
   ERR_FEATURE_UNKNOWN: 422,
@@ -29,6 +31,12 @@ export const ERROR_STATUS = {
   /** The model is unloaded (or loading) through the repository API. */
   ERR_MODEL_UNAVAILABLE: 503,
   ERR_SHUTTING_DOWN: 503,
+  /**
+   * A load through the repository API found the model's files unusable (a model.json that does not parse, a
+   * model.onnx the runtime refuses): the request was fine, the repository is not; the versions loaded
+   * before keep serving.
+   */
+  ERR_MODEL_LOAD_FAILED: 409,
   /** The audit store cannot be read now (down, or not configured here). */
   ERR_AUDIT_UNAVAILABLE: 503,
   /** No API key where one is needed, or a key that is not configured. */

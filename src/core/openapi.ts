@@ -24,6 +24,7 @@ const WHY: Record<number, string> = {
   401: 'No API key where one is needed, or a key that is not recognised (`WWW-Authenticate: Bearer`)',
   403: 'The key lacks the scope this route needs, or no admin key is configured (admin routes)',
   413: 'Body, or rows, over the limit',
+  409: 'The model’s files in the repository do not load (a model.json that does not parse, a model.onnx the runtime refuses); the versions loaded before keep serving',
   415: 'Content-Type is not JSON',
   422: 'Invalid input; `field` names the culprit',
   429: 'Over the rate limit for this key (or address); see Retry-After and the RateLimit header',

@@ -30,8 +30,11 @@ export interface StoredVersion {
 export interface RepositoryOptions {
   backend: InferenceBackend;
   predictor: Predictor;
-  /** Every version in the repository now (read again on each load). */
-  scan(): Promise<StoredVersion[]>;
+  /**
+   * Every version in the repository now, or only model `name`'s (read again on each load, so one model's
+   * broken files fail only its own load).
+   */
+  scan(name?: string): Promise<StoredVersion[]>;
   defaultModel?: string | undefined;
   /** Called with the versions each load made ready. */
   onLoaded?(entries: readonly ModelEntry[]): void;
@@ -53,6 +56,13 @@ export const modelUnavailable = (name: string, state: ModelState, reason: string
       ? `model '${name}' is loading; retry shortly`
       : `model '${name}' is unloaded (${reason}); POST /v2/repository/models/${name}/load loads it`,
     { field: 'model', ...(state === 'LOADING' ? { retryAfterSeconds: 1 } : {}) },
+  );
+
+const loadFailed = (name: string, err: unknown) =>
+  new ServeError(
+    'ERR_MODEL_LOAD_FAILED',
+    `model '${name}' did not load: ${err instanceof Error ? err.message : String(err)}`,
+    { field: 'name', cause: err },
   );
 
 export function createModelRepository(opts: RepositoryOptions) {
@@ -88,8 +98,8 @@ export function createModelRepository(opts: RepositoryOptions) {
     return [...byId.values()];
   };
 
-  const read = async () => {
-    const found = await opts.scan();
+  const read = async (name?: string) => {
+    const found = await opts.scan(name);
     const next = new Map<string, StoredVersion[]>();
     for (const v of found) next.set(v.name, [...(next.get(v.name) ?? []), v]);
     return next;
@@ -179,7 +189,12 @@ export function createModelRepository(opts: RepositoryOptions) {
     load(name: string): Promise<ModelEntry[]> {
       return serially(async () => {
         if (!backend.replace) throw new ServeError('ERR_NOT_FOUND', 'this server loads its models once');
-        const found = await read();
+        let found: Map<string, StoredVersion[]>;
+        try {
+          found = await read(name);
+        } catch (err) {
+          throw loadFailed(name, err);
+        }
         const versions = found.get(name);
         if (!versions) {
           throw new ServeError('ERR_MODEL_NOT_FOUND', `the repository holds no model '${name}'`, {
@@ -190,7 +205,7 @@ export function createModelRepository(opts: RepositoryOptions) {
         const wasLoaded = before.length > 0;
         /** Requests see `entries` from now on. */
         const commit = (entries: ModelEntry[]) => {
-          stored = found;
+          stored.set(name, versions);
           for (const e of before) loaded.delete(e.id);
           for (const e of entries) loaded.set(e.id, e);
           unavailable.delete(name);
@@ -230,7 +245,7 @@ export function createModelRepository(opts: RepositoryOptions) {
           } catch (err) {
             if (!wasLoaded)
               unavailable.set(name, { state: 'UNAVAILABLE', reason: `load failed: ${String(err)}` });
-            throw err;
+            throw err instanceof ServeError ? err : loadFailed(name, err);
           }
         }
         opts.onLoaded?.(entries);

@@ -21,10 +21,17 @@ async function subdirs(dir: string): Promise<string[]> {
   return entries.filter((e) => e.isDirectory() && NAME.test(e.name)).map((e) => e.name);
 }
 
-export async function scanModelRepository(dir: string): Promise<StoredModel[]> {
+/** Every model in `dir` (or only model `only`, when given: an empty list if it has no directory). */
+export async function scanModelRepository(dir: string, only?: string): Promise<StoredModel[]> {
   if (!existsSync(dir)) throw new Error(`MODELS_DIR ${dir} does not exist`);
   const found: StoredModel[] = [];
-  for (const name of (await subdirs(dir)).sort()) {
+  const names =
+    only === undefined
+      ? (await subdirs(dir)).sort()
+      : NAME.test(only) && existsSync(join(dir, only))
+        ? [only]
+        : [];
+  for (const name of names) {
     const versions = (await subdirs(join(dir, name))).sort(compareVersions);
     for (const version of versions) {
       const path = join(dir, name, version, 'model.onnx');
@@ -43,6 +50,8 @@ export async function scanModelRepository(dir: string): Promise<StoredModel[]> {
       found.push({ name, version, path, sha256, metadata });
     }
   }
-  if (found.length === 0) throw new Error(`MODELS_DIR ${dir} holds no <name>/<version>/model.onnx`);
+  if (found.length === 0 && only === undefined) {
+    throw new Error(`MODELS_DIR ${dir} holds no <name>/<version>/model.onnx`);
+  }
   return found;
 }

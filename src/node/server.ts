@@ -198,14 +198,16 @@ async function listen(fetch: Fetch, config: ServerConfig) {
 }
 
 /** The model repository on disk, as the core's repository reads it (again on each load request). */
-const scanVersions = (modelsDir: string) => async (): Promise<StoredVersion[]> =>
-  (await scanModelRepository(modelsDir)).map((m) => ({
-    name: m.name,
-    version: m.version,
-    sha256: m.sha256,
-    metadata: m.metadata,
-    source: { id: `${m.name}@${m.version}`, path: m.path },
-  }));
+const scanVersions =
+  (modelsDir: string) =>
+  async (name?: string): Promise<StoredVersion[]> =>
+    (await scanModelRepository(modelsDir, name)).map((m) => ({
+      name: m.name,
+      version: m.version,
+      sha256: m.sha256,
+      metadata: m.metadata,
+      source: { id: `${m.name}@${m.version}`, path: m.path },
+    }));
 
 /**
  * What the watcher does when a model's directory changed: reload it (its versions as they are on disk now),

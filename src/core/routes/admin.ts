@@ -26,7 +26,17 @@ const repositoryRoute = (action: 'load' | 'unload', summary: string) =>
     },
     responses: {
       200: json(S.V2RepositoryAction, action === 'load' ? 'Loaded and warmed' : 'Unloaded'),
-      ...v2ErrorResponses(...ACCESS_ERRORS, 400, 404, 413, 415, 422, 500, 503),
+      ...v2ErrorResponses(
+        ...ACCESS_ERRORS,
+        400,
+        404,
+        ...(action === 'load' ? [409 as const] : []),
+        413,
+        415,
+        422,
+        500,
+        503,
+      ),
     },
   });
 
@@ -75,7 +85,7 @@ const reloadRoute = (path: string, seed: string) =>
     },
     responses: {
       200: json(ReloadAnswer, 'Reloaded; the versions each model serves now'),
-      ...errorResponses(...ACCESS_ERRORS, 400, 404, 413, 415, 422, 500, 503),
+      ...errorResponses(...ACCESS_ERRORS, 400, 404, 409, 413, 415, 422, 500, 503),
     },
   });
 

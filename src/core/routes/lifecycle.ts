@@ -287,11 +287,9 @@ export function lifecycleRoutes(ctx: RouteContext) {
       const report = lifecycle.shadowReport(name);
       if (!report) {
         throw new ServeError(
-          'ERR_NOT_FOUND',
+          'ERR_NO_SHADOW',
           `model '${name}' has no shadow version (PUT /models/${name}/traffic)`,
-          {
-            field: 'name',
-          },
+          { field: 'name' },
         );
       }
       return c.json(report);
