@@ -4,6 +4,7 @@
  */
 import { parentPort, threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
+import type { Tensor } from '../src/core/tensor.js';
 import { createOrtBackend } from '../src/node/ort-backend.js';
 import {
   type DescribeResult,
@@ -78,12 +79,16 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
       phases = { inputMs, inferMs, outputMs };
     },
   });
+  const inputs: Record<string, Tensor['data']> = {};
+  for (const [name, t] of Object.entries(task.inputs)) inputs[name] = t.data;
   const reply: RunReply = {
     outputs,
+    inputs,
     threadId,
     startedAt: performance.timeOrigin + started,
     busyMs: performance.now() - started,
     ...phases,
   };
-  return withTransfer(reply, transferListOf(outputs)) as unknown as RunReply;
+  const transfer = new Set([...transferListOf(outputs), ...transferListOf(task.inputs)]);
+  return withTransfer(reply, [...transfer]) as unknown as RunReply;
 }

@@ -63,6 +63,8 @@ export type RunResult = Record<string, Tensor>;
 /** A run's outputs, with how long the worker spent on it (timed inside the worker: no queue, no transfer). */
 export interface RunReply {
   outputs: RunResult;
+  /** The run's input arrays, handed back (transferred, not copied) so the caller's tensors are whole again. */
+  inputs?: Record<string, Tensor['data']>;
   threadId: number;
   /** When the run started, in ms since the epoch (performance.timeOrigin + performance.now()). */
   startedAt: number;

@@ -7,14 +7,20 @@ import { API_KEY_VAR } from './access.js';
 import { type AuditSink, cacheSummary } from './audit.js';
 import type { InferResult } from './inference.js';
 import type { ModelEntry } from './registry.js';
+import type { Tensor } from './tensor.js';
 
 export interface Answered {
   /** The route as audited: `/predict`, `/predict/batch`, `/v2/models/:name/infer`… */
   route: string;
   entry: ModelEntry;
   requestId: string;
-  /** What the client sent, as audited. */
-  input: unknown;
+  /**
+   * The tensors the model was given and the outputs the answer is made from, as audited (references: the
+   * audit sink copies their bytes; by the time the answer is made the backend has handed back any input
+   * buffer it moved to a worker thread).
+   */
+  inputs: Record<string, Tensor>;
+  outputs: Record<string, Tensor>;
   rows: number;
   /** performance.now() when the request arrived. */
   started: number;
@@ -23,8 +29,6 @@ export interface Answered {
 
 export interface Rendered {
   body: unknown;
-  /** The predictions as audited. */
-  output: unknown;
   /** How `body` is sent, when not as JSON (binary tensor data). */
   send?: (c: Context, body: unknown) => Response;
 }
@@ -46,22 +50,21 @@ export function createAnswer(audit: AuditSink | undefined) {
     const latencyMs = round3(performance.now() - a.started);
     let cachedRows = 0;
     if (a.tiers) for (const t of a.tiers) if (t !== undefined) cachedRows++;
-    const { body, output, send } = render(latencyMs, cachedRows);
+    const { body, send } = render(latencyMs, cachedRows);
     const cache = cacheSummary(a.tiers);
     c.set(
       ANSWERED as never,
       { requestId: a.requestId, rows: a.rows, cache } satisfies AnsweredSummary as never,
     );
     audit?.record({
-      id: crypto.randomUUID(),
       request_id: a.requestId,
-      time: new Date().toISOString(),
+      time: Date.now(),
       route: a.route,
       model: a.entry.name,
       model_version: a.entry.version,
       model_sha256: a.entry.sha256,
-      input: a.input,
-      output,
+      input: a.inputs,
+      output: a.outputs,
       rows: a.rows,
       latency_ms: latencyMs,
       cache,

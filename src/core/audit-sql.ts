@@ -1,40 +1,130 @@
 import type { AuditQuery } from './audit.js';
 
-/** The audit table: the same SQL for Postgres, the embedded PGlite store, and the edge's queue consumer. */
+/**
+ * The audit table, one SQL-level schema for Postgres (Node's writer, the edge's queue consumer) and the
+ * embedded SQLite store. Inputs and outputs are tensor packs (audit-codec.ts) in `bytea` / BLOB columns:
+ * measured against `jsonb` and `real[]` (bench/src/audit-stores.ts, README), the pack is the cheapest to
+ * make and to ingest, holds any dtype exactly, and the read routes turn it back into JSON.
+ */
 export const AUDIT_TABLE = 'prediction_audit';
+/** Where each log writer has got to in its segment log: written in the same transaction as the rows. */
+export const PROGRESS_TABLE = 'audit_progress';
 
-export const SCHEMA_SQL = `
+/** Columns in COPY and INSERT order. */
+export const AUDIT_COLUMNS = [
+  'id',
+  'time',
+  'request_id',
+  'route',
+  'model',
+  'model_version',
+  'model_sha256',
+  'rows',
+  'latency_ms',
+  'cache',
+  'status',
+  'client_id',
+  'api_key',
+  'input',
+  'output',
+] as const;
+
+/**
+ * Postgres: partitioned by day (partitions are made as days are first written, and dropped past the
+ * retention); ids are UUIDv7, so the primary key and the time index grow at their ends. A table from before
+ * this layout (not partitioned, `jsonb` inputs) is kept as `prediction_audit_legacy`.
+ */
+export const PG_SCHEMA_SQL = `
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relname = '${AUDIT_TABLE}' AND c.relkind = 'r' AND n.nspname = current_schema()) THEN
+    ALTER TABLE ${AUDIT_TABLE} RENAME TO ${AUDIT_TABLE}_legacy;
+    ALTER INDEX IF EXISTS ${AUDIT_TABLE}_pkey RENAME TO ${AUDIT_TABLE}_legacy_pkey;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
-  id            uuid PRIMARY KEY,
-  request_id    text NOT NULL,
+  id            uuid NOT NULL,
   time          timestamptz NOT NULL,
+  request_id    text NOT NULL,
   route         text NOT NULL,
   model         text NOT NULL,
   model_version text NOT NULL,
   model_sha256  text NOT NULL,
-  input         jsonb NOT NULL,
-  output        jsonb NOT NULL,
   rows          integer NOT NULL,
-  latency_ms    double precision NOT NULL,
+  latency_ms    real NOT NULL,
   cache         text,
   status        smallint NOT NULL,
-  client_id     text
+  client_id     text,
+  api_key       text,
+  input         bytea NOT NULL,
+  output        bytea NOT NULL,
+  PRIMARY KEY (id, time)
+) PARTITION BY RANGE (time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_time ON ${AUDIT_TABLE} (time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_model ON ${AUDIT_TABLE} (model, model_version, time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_request ON ${AUDIT_TABLE} (request_id);
+CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
+  writer   text PRIMARY KEY,
+  segment  bigint NOT NULL,
+  "offset" bigint NOT NULL,
+  at       timestamptz NOT NULL DEFAULT now()
 );
--- Added with API keys: the name of the key a request presented (tables made before it gain the column).
-ALTER TABLE ${AUDIT_TABLE} ADD COLUMN IF NOT EXISTS api_key text;
-CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_time_idx ON ${AUDIT_TABLE} (time);
-CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_model_idx ON ${AUDIT_TABLE} (model, model_version, time);
-CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_request_idx ON ${AUDIT_TABLE} (request_id);
 `;
 
-/**
- * Insert a JSON array of records in one statement. Replays are idempotent: a record already written (same
- * id) is skipped, so a flush retried after a crash never duplicates.
- */
-export const INSERT_SQL = `
-INSERT INTO ${AUDIT_TABLE}
-SELECT * FROM jsonb_populate_recordset(NULL::${AUDIT_TABLE}, $1::jsonb)
-ON CONFLICT (id) DO NOTHING`;
+/** SQLite: the same columns; `time` in ms since the epoch, ids as 16 bytes. */
+export const SQLITE_SCHEMA_SQL = `
+CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
+  id            BLOB NOT NULL,
+  time          INTEGER NOT NULL,
+  request_id    TEXT NOT NULL,
+  route         TEXT NOT NULL,
+  model         TEXT NOT NULL,
+  model_version TEXT NOT NULL,
+  model_sha256  TEXT NOT NULL,
+  rows          INTEGER NOT NULL,
+  latency_ms    REAL NOT NULL,
+  cache         TEXT,
+  status        INTEGER NOT NULL,
+  client_id     TEXT,
+  api_key       TEXT,
+  input         BLOB NOT NULL,
+  output        BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_id ON ${AUDIT_TABLE} (id);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_time ON ${AUDIT_TABLE} (time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_model ON ${AUDIT_TABLE} (model, model_version, time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_request ON ${AUDIT_TABLE} (request_id);
+CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
+  writer   TEXT PRIMARY KEY,
+  segment  INTEGER NOT NULL,
+  "offset" INTEGER NOT NULL,
+  at       INTEGER NOT NULL
+);
+`;
+
+const DAY_MS = 86_400_000;
+
+/** The UTC day of `ms`, as YYYY-MM-DD. */
+export const dayOf = (ms: number) => new Date(Math.floor(ms / DAY_MS) * DAY_MS).toISOString().slice(0, 10);
+
+/** The partition for one UTC day (`YYYY-MM-DD`). */
+export function partitionSql(day: string): string {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new Error(`not a day: ${day}`);
+  const next = new Date(Date.parse(`${day}T00:00:00Z`) + DAY_MS).toISOString().slice(0, 10);
+  return `CREATE TABLE IF NOT EXISTS ${partitionName(day)} PARTITION OF ${AUDIT_TABLE} FOR VALUES FROM ('${day}') TO ('${next}')`;
+}
+
+export const partitionName = (day: string) => `${AUDIT_TABLE}_p${day.replaceAll('-', '')}`;
+
+/** The day a partition holds, from its name, or undefined for a table that is not one of ours. */
+export function partitionDay(name: string): string | undefined {
+  const m = new RegExp(`^${AUDIT_TABLE}_p(\\d{4})(\\d{2})(\\d{2})$`).exec(name);
+  return m ? `${m[1]}-${m[2]}-${m[3]}` : undefined;
+}
+
+export const PG_PARTITIONS_SQL = `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+  WHERE i.inhparent = '${AUDIT_TABLE}'::regclass`;
 
 const SUMMARY_COLUMNS =
   'id, request_id, time, route, model, model_version, model_sha256, rows, latency_ms, cache, status, client_id, api_key';
@@ -42,64 +132,88 @@ const SUMMARY_COLUMNS =
 /** Most bytes of inputs and outputs one search answers with (`include_io`). */
 export const AUDIT_READ_MAX_BYTES = 16 * 1024 * 1024;
 
-/** One record by id, whole. */
-export const AUDIT_BY_ID_SQL = `SELECT * FROM ${AUDIT_TABLE} WHERE id = $1`;
+export type Dialect = 'postgres' | 'sqlite';
+
+/** One record by id, whole. Postgres takes the id as text; SQLite as its 16 bytes (the reader converts). */
+export const auditByIdSql = (d: Dialect) =>
+  d === 'postgres'
+    ? `SELECT ${selectList(d, true)} FROM ${AUDIT_TABLE} WHERE id = $1::uuid`
+    : `SELECT ${selectList(d, true)} FROM ${AUDIT_TABLE} WHERE id = ?1`;
 
 /**
- * A search, newest first, every filter a parameter (the indexes serve request id, and model and version
- * over time). Without `include_io` the summary columns only: inputs may be megabytes each.
+ * The columns a read returns: `record_id` (text in Postgres, 16 bytes in SQLite) and `time_ms` (ms since the
+ * epoch) under names of their own, so that ORDER BY time, id still means the indexed columns.
  */
-export function auditSearchSql(q: AuditQuery): { sql: string; params: unknown[] } {
+function selectList(d: Dialect, io: boolean): string {
+  const time = d === 'postgres' ? '(extract(epoch from time) * 1000)::float8 AS time_ms' : 'time AS time_ms';
+  const id = d === 'postgres' ? 'id::text AS record_id' : 'id AS record_id';
+  const cols = SUMMARY_COLUMNS.replace('id, ', '').replace('time, ', '');
+  return `${id}, ${time}, ${cols}${io ? ', input, output' : ''}`;
+}
+
+/**
+ * A search, newest first, every filter a parameter (the indexes serve request id, model and version over
+ * time, and time alone). Without `include_io` the summary columns only: inputs may be megabytes each. Times
+ * are given in ms since the epoch.
+ */
+export function auditSearchSql(
+  q: Omit<AuditQuery, 'since' | 'until'> & { since?: number; until?: number },
+  d: Dialect,
+): { sql: string; params: unknown[] } {
   const where: string[] = [];
   const params: unknown[] = [];
-  const add = (clause: (n: string) => string, value: unknown) => {
+  const param = () => (d === 'postgres' ? `$${params.length}` : `?${params.length}`);
+  const timeParam = () => (d === 'postgres' ? `to_timestamp(${param()}::float8 / 1000)` : param());
+  const add = (clause: (n: string) => string, value: unknown, asTime = false) => {
     params.push(value);
-    where.push(clause(`$${params.length}`));
+    where.push(clause(asTime ? timeParam() : param()));
   };
   if (q.request_id !== undefined) add((n) => `request_id = ${n}`, q.request_id);
   if (q.model !== undefined) add((n) => `model = ${n}`, q.model);
   if (q.version !== undefined) add((n) => `model_version = ${n}`, q.version);
-  if (q.since !== undefined) add((n) => `time >= ${n}::timestamptz`, q.since);
-  if (q.until !== undefined) add((n) => `time < ${n}::timestamptz`, q.until);
+  if (q.since !== undefined) add((n) => `time >= ${n}`, q.since, true);
+  if (q.until !== undefined) add((n) => `time < ${n}`, q.until, true);
   params.push(q.limit);
-  const limit = `$${params.length}`;
+  const limit = param();
   const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
   if (!q.include_io) {
     return {
-      sql: `SELECT ${SUMMARY_COLUMNS} FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id LIMIT ${limit}`,
+      sql: `SELECT ${selectList(d, false)} FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id DESC LIMIT ${limit}`,
       params,
     };
   }
   // With inputs and outputs, records stop once they add up to AUDIT_READ_MAX_BYTES (the one that crosses it
   // included, so a search always answers at least one): a record may hold megabytes.
   params.push(AUDIT_READ_MAX_BYTES);
-  const size = 'octet_length(input::text) + octet_length(output::text)';
+  const size =
+    d === 'postgres' ? 'octet_length(input) + octet_length(output)' : 'length(input) + length(output)';
   return {
     sql: `SELECT * FROM (
-      SELECT *, count(*) OVER () AS matches,
-        sum(${size}) OVER (ORDER BY time DESC, id ROWS UNBOUNDED PRECEDING) - (${size}) AS bytes_before
-      FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id LIMIT ${limit}
-    ) page WHERE bytes_before < $${params.length} ORDER BY time DESC, id`,
+      SELECT ${selectList(d, true)}, count(*) OVER () AS matches,
+        sum(${size}) OVER (ORDER BY time DESC, id DESC ROWS UNBOUNDED PRECEDING) - (${size}) AS bytes_before
+      FROM ${AUDIT_TABLE} ${filter} ORDER BY time DESC, id DESC LIMIT ${limit}
+    ) page WHERE bytes_before < ${param()} ORDER BY time_ms DESC, record_id DESC`,
     params,
   };
 }
 
 /**
- * Whether a failed insert was refused for its data (SQLSTATE classes 22 data exception, 23 integrity, 54
- * program limit, e.g. a jsonb too large) rather than because the store is unreachable: such a batch will
- * fail every retry, so its records are isolated instead of spooled.
+ * Whether a failed write was refused for its data rather than because the store is unreachable: Postgres
+ * SQLSTATE classes 22 (data exception), 23 (integrity), 54 (program limit); SQLite's too big, constraint
+ * and mismatch errors. Such a batch fails every retry, so its records are isolated instead of retried.
  */
 export const isDataError = (err: unknown): boolean => {
   const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' && /^(22|23|54)/.test(code);
+  return (
+    typeof code === 'string' &&
+    (/^(22|23|54)/.test(code) || /^SQLITE_(TOOBIG|CONSTRAINT|MISMATCH)/.test(code))
+  );
 };
 
+/** Queries on the audit store from the main thread (reads, and the lifecycle's stage history). */
 export interface AuditStore {
-  readonly kind: 'postgres' | 'pglite';
-  /** Create the schema; throws when the store cannot be reached. */
-  init(): Promise<void>;
-  /** Insert records given as a JSON array text; returns how many were new. */
-  insert(jsonArray: string): Promise<number>;
+  readonly kind: 'postgres' | 'sqlite';
+  /** `sql` in this store's dialect: `$1`… for Postgres, `?1`… for SQLite. */
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
   close(): Promise<void>;
 }

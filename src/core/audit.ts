@@ -1,18 +1,25 @@
 /** What the server records for every answered prediction, and where it hands the record. */
 import type { TierName } from './cache.js';
+import type { Tensor } from './tensor.js';
 
+/**
+ * What the server records for every answered prediction. The request path hands over references (the
+ * request's input tensors, the outputs it was answered from) and the sink writes them in binary form
+ * (audit-codec.ts): no JSON is made for the audit on the request's path.
+ */
 export interface AuditRecord {
-  /** Unique per answered request, made by the server: the audit table's primary key. */
-  id: string;
   /** The id the response carried: the client's (body or X-Request-Id) or the server's. */
   request_id: string;
-  time: string;
+  /** When it was answered, in ms since the epoch. */
+  time: number;
   route: string;
   model: string;
   model_version: string;
   model_sha256: string;
-  input: unknown;
-  output: unknown;
+  /** The tensors the model was given for this request (after validation: what it actually saw). */
+  input: Record<string, Tensor>;
+  /** The tensors the answer was made from (cached rows included). */
+  output: Record<string, Tensor>;
   rows: number;
   latency_ms: number;
   /** Which tier answered: `l1`, `l2`, `mixed` (some rows from a tier), or null (the model ran). */
@@ -53,33 +60,4 @@ export function cacheSummary(tiers: readonly (TierName | undefined)[] | undefine
   const first = tiers[0];
   for (const t of tiers) if (t !== first) return 'mixed';
   return first ?? null;
-}
-
-/**
- * What Postgres cannot store in text or jsonb: NUL, and UTF-16 surrogates without their pair. JSON.stringify
- * writes both as escapes (`\u0000`, `\udXXX`); a well-formed pair is written as the character itself.
- */
-const UNSTORABLE_ESCAPE = /\\u(0000|d[89a-f])/i;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-const storable = (s: string) => s.replaceAll('\0', '\uFFFD').replace(LONE_SURROGATE, '\uFFFD');
-
-/** A copy with every string (keys too) made storable; only for the rare record that needs it. */
-function sanitize(value: unknown): unknown {
-  if (typeof value === 'string') return storable(value);
-  if (Array.isArray(value)) return value.map(sanitize);
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[storable(k)] = sanitize(v);
-    return out;
-  }
-  return value;
-}
-
-/**
- * Records as JSON Postgres accepts: unstorable characters become U+FFFD. A client's `request_id` holding
- * NUL once failed every batch it joined. The check is one regex over the JSON; only a match pays for a copy.
- */
-export function toAuditJson(value: AuditRecord | readonly AuditRecord[]): string {
-  const json = JSON.stringify(value);
-  return UNSTORABLE_ESCAPE.test(json) ? JSON.stringify(sanitize(value)) : json;
 }

@@ -25,16 +25,28 @@ export {
   type AuditRecord,
   type AuditSink,
   cacheSummary,
-  toAuditJson,
 } from './audit.js';
 export {
-  AUDIT_BY_ID_SQL,
+  AuditChunkWriter,
+  type DecodedRecord,
+  decodeRecord,
+  decodeTensorPack,
+  framesOf,
+  type PackedTensor,
+  uuidText,
+  writeUuidV7,
+} from './audit-codec.js';
+export {
+  AUDIT_COLUMNS,
   AUDIT_TABLE,
   type AuditStore,
+  auditByIdSql,
   auditSearchSql,
-  INSERT_SQL,
+  dayOf,
   isDataError,
-  SCHEMA_SQL,
+  PG_SCHEMA_SQL,
+  partitionSql,
+  SQLITE_SCHEMA_SQL,
 } from './audit-sql.js';
 export type {
   BackendStats,

@@ -44,11 +44,15 @@ const EnvSchema = z.object({
   AUDIT_DIR: z.string().min(1).default('.data'),
   AUDIT_BATCH_ROWS: int(1).max(10_000).default(1000),
   AUDIT_FLUSH_MS: int(1).default(200),
-  AUDIT_MAX_QUEUE: int(1).default(50_000),
   AUDIT_RETRY_MS: int(10).default(1000),
   AUDIT_MAX_QUEUE_BYTES: int(1024).default(64 * 1024 * 1024),
   AUDIT_BATCH_BYTES: int(1024).default(8 * 1024 * 1024),
   AUDIT_STORE_TIMEOUT_MS: int(100).default(10_000),
+  AUDIT_CAPTURE_MS: int(1).max(1000).default(10),
+  AUDIT_LOG_MAX_BYTES: int(1024 * 1024).default(1024 * 1024 * 1024),
+  AUDIT_SEGMENT_BYTES: int(64 * 1024).default(64 * 1024 * 1024),
+  AUDIT_FSYNC_MS: int(10).default(1000),
+  AUDIT_RETENTION_DAYS: int(0).default(0),
   PREDICT_PROBABILITY: z.enum(['positive', 'list']).default('positive'),
   RUN_TIMEOUT_MS: int(10).default(60_000),
   REQUEST_TIMEOUT_MS: int(1).default(30_000),
@@ -134,12 +138,16 @@ export interface ServerConfig {
     dir: string;
     batchRows: number;
     flushMs: number;
-    maxQueue: number;
     retryMs: number;
     maxQueueBytes: number;
     batchBytes: number;
-    /** Most ms any store call may take before the store counts as down (its records then spool). */
+    /** Most ms any store call may take before the store counts as down (its records wait in the log). */
     storeTimeoutMs: number;
+    captureMs: number;
+    maxLogBytes: number;
+    segmentBytes: number;
+    fsyncMs: number;
+    retentionDays: number;
   };
   /** API keys (SHA-256 digests only), who needs one, rate limits. */
   access: {
@@ -286,11 +294,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       dir: resolve(e.AUDIT_DIR),
       batchRows: e.AUDIT_BATCH_ROWS,
       flushMs: e.AUDIT_FLUSH_MS,
-      maxQueue: e.AUDIT_MAX_QUEUE,
       retryMs: e.AUDIT_RETRY_MS,
       maxQueueBytes: e.AUDIT_MAX_QUEUE_BYTES,
       batchBytes: e.AUDIT_BATCH_BYTES,
       storeTimeoutMs: e.AUDIT_STORE_TIMEOUT_MS,
+      captureMs: e.AUDIT_CAPTURE_MS,
+      maxLogBytes: e.AUDIT_LOG_MAX_BYTES,
+      segmentBytes: e.AUDIT_SEGMENT_BYTES,
+      fsyncMs: e.AUDIT_FSYNC_MS,
+      retentionDays: e.AUDIT_RETENTION_DAYS,
     },
     access: {
       keys,

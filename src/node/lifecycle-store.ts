@@ -1,7 +1,7 @@
 /**
  * Where stage changes and traffic policies live on Node, beyond this process:
  *   - each change is a row of `model_stage_history` in the store the audit log uses (Postgres, or the
- *     embedded PGlite), queryable like the audit table;
+ *     embedded SQLite file), queryable like the audit table;
  *   - a version's `stage` and its recent `stage_history` are mirrored into its model.json, so the stage
  *     travels with the model files: a restart, or another replica reading the same directory (its watcher
  *     refreshes the metadata), serves the same version;
@@ -23,7 +23,10 @@ import {
 import { log } from './log.js';
 
 const TABLE = 'model_stage_history';
-const SCHEMA = `
+/** The table in each store's dialect (SQLite keeps `at` as ISO 8601 text, which sorts as time does). */
+const SQL = {
+  postgres: {
+    schema: `
 CREATE TABLE IF NOT EXISTS ${TABLE} (
   id bigserial PRIMARY KEY,
   model text NOT NULL,
@@ -35,7 +38,30 @@ CREATE TABLE IF NOT EXISTS ${TABLE} (
   reason text
 );
 CREATE INDEX IF NOT EXISTS ${TABLE}_model_version_at ON ${TABLE} (model, version, at DESC);
-`;
+`,
+    insert: `INSERT INTO ${TABLE} (model, version, stage, previous, at, by_key, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    history: `SELECT model, version, stage, previous, at, by_key, reason FROM ${TABLE}
+             WHERE model = $1 AND ($2::text IS NULL OR version = $2) ORDER BY at DESC, id DESC LIMIT 500`,
+  },
+  sqlite: {
+    schema: `
+CREATE TABLE IF NOT EXISTS ${TABLE} (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  model TEXT NOT NULL,
+  version TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  previous TEXT,
+  at TEXT NOT NULL,
+  by_key TEXT,
+  reason TEXT
+);
+CREATE INDEX IF NOT EXISTS ${TABLE}_model_version_at ON ${TABLE} (model, version, at DESC);
+`,
+    insert: `INSERT INTO ${TABLE} (model, version, stage, previous, at, by_key, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
+    history: `SELECT model, version, stage, previous, at, by_key, reason FROM ${TABLE}
+             WHERE model = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY at DESC, id DESC LIMIT 500`,
+  },
+};
 /** model.json keeps this many changes; the store keeps them all. */
 const FILE_HISTORY = 100;
 
@@ -71,7 +97,7 @@ export function createLifecycleStore(opts: { modelsDir: string; store?: AuditSto
   const { modelsDir, store } = opts;
   let schema: Promise<void> | undefined;
   const ensureSchema = () => {
-    schema ??= store!.query(SCHEMA).then(
+    schema ??= store!.query(SQL[store!.kind].schema).then(
       () => undefined,
       (err) => {
         schema = undefined; // tried again next time
@@ -131,18 +157,15 @@ export function createLifecycleStore(opts: { modelsDir: string; store?: AuditSto
       if (store) {
         try {
           await ensureSchema();
-          await store.query(
-            `INSERT INTO ${TABLE} (model, version, stage, previous, at, by_key, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-            [
-              change.model,
-              change.version,
-              change.stage,
-              change.previous,
-              change.at,
-              change.by,
-              change.reason,
-            ],
-          );
+          await store.query(SQL[store.kind].insert, [
+            change.model,
+            change.version,
+            change.stage,
+            change.previous,
+            change.at,
+            change.by,
+            change.reason,
+          ]);
           persisted.store = true;
         } catch (err) {
           log('warn', 'stage change not written to the store', {
@@ -160,11 +183,10 @@ export function createLifecycleStore(opts: { modelsDir: string; store?: AuditSto
       if (store) {
         try {
           await ensureSchema();
-          const rows = await store.query<Record<string, unknown>>(
-            `SELECT model, version, stage, previous, at, by_key, reason FROM ${TABLE}
-             WHERE model = $1 AND ($2::text IS NULL OR version = $2) ORDER BY at DESC, id DESC LIMIT 500`,
-            [model, version ?? null],
-          );
+          const rows = await store.query<Record<string, unknown>>(SQL[store.kind].history, [
+            model,
+            version ?? null,
+          ]);
           return rows.map((r) => ({
             model: String(r.model),
             version: String(r.version),

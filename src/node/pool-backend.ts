@@ -268,6 +268,14 @@ export function createPoolBackend(
             throw err;
           })) as RunReply;
         busy.ran(reply.threadId, reply.startedAt, reply.busyMs);
+        // The input buffers went to the worker and come back with the reply: a request's own tensor (a
+        // batch of one request is that request's tensor) is whole again for its audit record.
+        if (reply.inputs) {
+          for (const [name, data] of Object.entries(reply.inputs)) {
+            const t = inputs[name];
+            if (t) t.data = data;
+          }
+        }
         if (opts?.onTiming) {
           // When the run began, on this thread's clock: the worker's "started" message arrives after it did
           // (and may arrive after the reply: they travel on different ports), and so does the reply less

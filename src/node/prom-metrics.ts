@@ -153,7 +153,11 @@ export const METRICS = {
     kind: 'gauge',
     help: '1 when Redis is connected and its circuit is not open',
   },
-  auditQueue: { name: 'onnxserve_audit_queue_depth', kind: 'gauge', help: 'Audit records waiting in memory' },
+  auditQueue: {
+    name: 'onnxserve_audit_queue_depth',
+    kind: 'gauge',
+    help: 'Audit records in memory, not yet handed to the log writer (at most AUDIT_CAPTURE_MS of them)',
+  },
   auditWritten: {
     name: 'onnxserve_audit_rows_written_total',
     kind: 'counter',
@@ -162,13 +166,13 @@ export const METRICS = {
   auditFlush: {
     name: 'onnxserve_audit_flush_seconds',
     kind: 'histogram',
-    help: 'Seconds per audit batch insert',
+    help: 'Seconds per audit batch written to the store (COPY, or a SQLite transaction)',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
   },
   auditFailures: {
     name: 'onnxserve_audit_write_failures_total',
     kind: 'counter',
-    help: 'Audit records whose write failed (they were spooled)',
+    help: 'Audit records in batches the store failed to take (they wait in the segment log and are retried)',
   },
   auditDeadLetter: {
     name: 'onnxserve_audit_dead_letter_total',
@@ -178,13 +182,13 @@ export const METRICS = {
   auditDropped: {
     name: 'onnxserve_audit_dropped_total',
     kind: 'counter',
-    help: 'Audit records lost, by reason: the spool could not take them (disk full), or its backlog was over bound',
+    help: 'Audit records lost, by reason: disk_full (the segment log could not be written), log_full (over AUDIT_LOG_MAX_BYTES), overflow (the writer thread fell AUDIT_MAX_QUEUE_BYTES behind), torn (cut short by a crash)',
     labels: ['reason'],
   },
-  auditSpool: {
-    name: 'onnxserve_audit_spool_rows',
+  auditBacklog: {
+    name: 'onnxserve_audit_backlog_rows',
     kind: 'gauge',
-    help: 'Audit records in the on-disk spool, waiting for the store',
+    help: 'Audit records in the segment log on disk, not yet in the store',
   },
   databaseConnected: {
     name: 'onnxserve_database_connected',
@@ -220,7 +224,7 @@ export interface MetricSources {
   l1?: () => { entries: number; bytes: number };
   redisConnected?: () => boolean;
   rateLimitShared?: () => boolean;
-  audit?: () => { queue: number; spool: number; connected: boolean };
+  audit?: () => { queue: number; backlog: number; connected: boolean };
 }
 
 export type PromMetrics = AppMetrics &
@@ -356,12 +360,13 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
       if (s.audit) {
         const audit = s.audit;
         gauge('auditQueue', () => audit().queue);
-        gauge('auditSpool', () => audit().spool);
+        gauge('auditBacklog', () => audit().backlog);
         gauge('databaseConnected', () => (audit().connected ? 1 : 0));
         auditWritten.inc(0);
         auditFailures.inc(0);
         auditDeadLetter.inc(0);
-        for (const reason of ['spool_failed', 'overflow']) auditDropped.labels(reason).inc(0);
+        for (const reason of ['disk_full', 'log_full', 'overflow', 'torn'])
+          auditDropped.labels(reason).inc(0);
       }
     },
     request(route, method, status, seconds) {
@@ -408,8 +413,10 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
       redisCalls.labels(op, ok ? 'ok' : 'error').inc();
       redisSeconds.labels(op).observe(seconds);
     },
-    written(n, seconds) {
+    written(n) {
       auditWritten.inc(n);
+    },
+    flushed(seconds) {
       auditFlush.observe(seconds);
     },
     failed(n) {

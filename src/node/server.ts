@@ -21,10 +21,6 @@ import { createPredictor } from '../core/predictor.js';
 import type { ModelRegistry } from '../core/registry.js';
 import { createModelRepository, type ModelRepository, type StoredVersion } from '../core/repository.js';
 import { type AuditLog, createAuditLog } from './audit/audit-log.js';
-import { createDeadLetter } from './audit/dead-letter.js';
-import { createPgStore } from './audit/pg-store.js';
-import { createPgliteStore } from './audit/pglite-store.js';
-import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
 import { createLifecycleStore } from './lifecycle-store.js';
@@ -60,29 +56,33 @@ function createCache(config: ServerConfig['cache'], metrics: PromMetrics) {
   return { l1, redis, cache: createTieredCache(l1, redis, metrics) };
 }
 
-/** The audit log: Postgres when DATABASE_URL is set, else embedded PGlite; a spool on disk either way. */
+/**
+ * The audit log: every answered prediction's record goes to a segment log on disk (AUDIT_DIR/log) within
+ * AUDIT_CAPTURE_MS, then to Postgres when DATABASE_URL is set, else to the embedded SQLite file.
+ */
 function createAudit(
   config: ServerConfig['audit'],
   metrics: PromMetrics,
 ): { audit: AuditLog; store: AuditStore } | { audit: undefined; store: undefined } {
   if (!config.enabled) return { audit: undefined, store: undefined };
-  const store = config.databaseUrl
-    ? createPgStore({ url: config.databaseUrl, timeoutMs: config.storeTimeoutMs })
-    : createPgliteStore({ dir: join(config.dir, 'pglite'), timeoutMs: config.storeTimeoutMs });
   const audit = createAuditLog({
-    store,
-    spool: createSpool(join(config.dir, 'spool')),
-    deadLetter: createDeadLetter(join(config.dir, 'dead-letter')),
+    dir: config.dir,
+    databaseUrl: config.databaseUrl,
+    storeTimeoutMs: config.storeTimeoutMs,
     batchRows: config.batchRows,
-    flushMs: config.flushMs,
-    maxQueue: config.maxQueue,
-    maxQueueBytes: config.maxQueueBytes,
     batchBytes: config.batchBytes,
+    flushMs: config.flushMs,
     retryMs: config.retryMs,
+    captureMs: config.captureMs,
+    maxQueueBytes: config.maxQueueBytes,
+    maxLogBytes: config.maxLogBytes,
+    segmentBytes: config.segmentBytes,
+    fsyncMs: config.fsyncMs,
+    retentionDays: config.retentionDays,
     observer: metrics,
     log,
   });
-  return { audit, store };
+  return { audit, store: audit.store };
 }
 
 /** /health's dependency fields, in the seeds' names. */
@@ -303,7 +303,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       ? {
           audit: () => ({
             queue: audit.queueDepth(),
-            spool: audit.spoolRows(),
+            backlog: audit.backlogRows(),
             connected: audit.status().database_connected,
           }),
         }

@@ -6,10 +6,14 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { AuditReader } from '../audit.js';
+import { decodeTensorPack, type PackedTensor, uuidText } from '../audit-codec.js';
 import { ServeError } from '../errors.js';
 import { validationError } from '../http.js';
 import { ACCESS_ERRORS, errorResponses, json, register, secured } from '../openapi.js';
+import { toRowPredictions } from '../prediction.js';
+import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
+import { type Tensor, toV2Datatype } from '../tensor.js';
 import type { RouteContext } from './context.js';
 
 const tags = ['audit'];
@@ -20,14 +24,86 @@ const unavailable = (cause?: unknown) =>
     cause,
   });
 
-/** Times as ISO strings whatever the store hands back (Postgres gives Date objects). */
-function normalize(row: Record<string, unknown>): Record<string, unknown> {
-  const { time, bytes_before: _before, matches: _matches, ...rest } = row;
-  return { ...rest, time: time instanceof Date ? time.toISOString() : String(time) };
+/** A float32 in its shortest decimal form (120.37, not 120.37000274658203). */
+function shortest(v: number): number {
+  if (!Number.isFinite(v) || Math.fround(v) !== v) return v;
+  for (let p = 1; p < 17; p++) {
+    const x = Number(v.toPrecision(p));
+    if (Math.fround(x) === v) return x;
+  }
+  return v;
+}
+
+const values = (t: PackedTensor): number[] => {
+  const out = Array.from(t.data as ArrayLike<number | bigint>, Number);
+  return t.type === 'float32' ? out.map(shortest) : out;
+};
+
+/** Tensors as the Open Inference Protocol writes them. */
+const asV2 = (tensors: PackedTensor[]) =>
+  tensors.map((t) => ({ name: t.name, datatype: toV2Datatype(t.type), shape: t.dims, data: values(t) }));
+
+/**
+ * A record's tensor packs as JSON. For /predict and /predict/batch of a tabular model still loaded, the
+ * form the client used: rows of named features, and the predictions as they were answered; otherwise (a
+ * v2 request, or a version no longer loaded) the tensors as the Open Inference Protocol writes them.
+ */
+function render(
+  row: Record<string, unknown>,
+  entryOf: (name: string, version: string) => ModelEntry | undefined,
+  probability: 'positive' | 'list',
+) {
+  const input = decodeTensorPack(row.input as Uint8Array);
+  const output = decodeTensorPack(row.output as Uint8Array);
+  const route = String(row.route);
+  const entry = route.startsWith('/predict')
+    ? entryOf(String(row.model), String(row.model_version))
+    : undefined;
+  const spec = entry?.tabular;
+  const features = spec && input.length === 1 && input[0]!.name === spec.input ? input[0]! : undefined;
+  if (!entry || !spec || !features) return { input: asV2(input), output: asV2(output) };
+  const rows = Number(row.rows);
+  const names = spec.featureNames;
+  const data = values(features);
+  const per = data.length / rows;
+  const named = Array.from({ length: rows }, (_, r) =>
+    names && names.length === per
+      ? Object.fromEntries(names.map((n, k) => [n, data[r * per + k]]))
+      : data.slice(r * per, (r + 1) * per),
+  );
+  const outputs: Record<string, Tensor> = {};
+  for (const t of output) outputs[t.name] = { type: t.type, dims: t.dims, data: t.data };
+  const predictions = toRowPredictions(entry, outputs, rows, probability);
+  const single = route === '/predict' && rows === 1;
+  return { input: single ? named[0] : named, output: single ? predictions[0] : predictions };
+}
+
+/** A row as the API answers it: the id as text, the time as ISO 8601, tensors as JSON. */
+function normalize(
+  row: Record<string, unknown>,
+  entryOf: (name: string, version: string) => ModelEntry | undefined,
+  probability: 'positive' | 'list',
+): Record<string, unknown> {
+  const { record_id, time_ms, bytes_before: _before, matches: _matches, input, output, ...rest } = row;
+  const id = record_id instanceof Uint8Array ? uuidText(record_id) : String(record_id);
+  const out: Record<string, unknown> = { id, ...rest, time: new Date(Number(time_ms)).toISOString() };
+  if (input !== undefined && output !== undefined) {
+    Object.assign(out, render({ ...row, input, output }, entryOf, probability));
+  }
+  return out;
 }
 
 export function auditRoutes(ctx: RouteContext) {
   const app = new OpenAPIHono();
+  const probability = ctx.config.probability ?? 'positive';
+  const entryOf = (name: string, version: string) => {
+    try {
+      return ctx.deps.registry.resolve(name, version);
+    } catch {
+      return undefined;
+    }
+  };
+  const asAnswered = (row: Record<string, unknown>) => normalize(row, entryOf, probability);
   const reader = (): AuditReader => {
     const r = ctx.deps.auditReader;
     if (!r) throw unavailable();
@@ -62,7 +138,7 @@ export function auditRoutes(ctx: RouteContext) {
       if (!row) {
         throw new ServeError('ERR_NOT_FOUND', `no audit record ${params.data.id} (yet)`, { field: 'id' });
       }
-      return c.json(normalize(row));
+      return c.json(asAnswered(row));
     },
   );
 
@@ -89,7 +165,7 @@ export function auditRoutes(ctx: RouteContext) {
       // Fewer than asked while more match: the page stopped at its byte bound; narrow the search to see more.
       const matches = Number(rows[0]?.matches ?? 0);
       const truncated = withIo && rows.length < Math.min(q.limit, matches);
-      return c.json({ count: rows.length, truncated, records: rows.map(normalize) });
+      return c.json({ count: rows.length, truncated, records: rows.map(asAnswered) });
     },
   );
   return app;

@@ -8,6 +8,7 @@ import { errorResponses, json, jsonBody, PREDICTION_ERRORS, register, secured } 
 import { type RowPrediction, toRowPredictions } from '../prediction.js';
 import type { ModelEntry, TabularInput } from '../registry.js';
 import * as S from '../schemas.js';
+import type { Tensor } from '../tensor.js';
 import { LARGE_ANSWER_ROWS, type RouteContext } from './context.js';
 
 export const predictRoute = createRoute({
@@ -68,7 +69,12 @@ export function predictionRoutes(ctx: RouteContext) {
     fieldOf: (r: number) => string,
     useCache: boolean,
     deadline: number,
-  ): Promise<{ predictions: RowPrediction[]; tiers: InferResult['tiers'] }> => {
+  ): Promise<{
+    predictions: RowPrediction[];
+    tiers: InferResult['tiers'];
+    inputs: Record<string, Tensor>;
+    outputs: Record<string, Tensor>;
+  }> => {
     const spec = requireTabular(entry);
     if (rows.length === 0) throw invalid('ERR_VALIDATION', listField, 'at least one row is required');
     if (rows.length > config.maxRowsPerRequest) {
@@ -95,6 +101,8 @@ export function predictionRoutes(ctx: RouteContext) {
     return {
       predictions: toRowPredictions(entry, result.outputs, rows.length, probability),
       tiers: result.tiers,
+      inputs,
+      outputs: result.outputs,
     };
   };
 
@@ -108,7 +116,7 @@ export function predictionRoutes(ctx: RouteContext) {
     const useCache = body.use_cache !== false;
     const deadline = ctx.deadline(c, started, body.timeout_ms);
     if (Array.isArray(features) && Array.isArray(features[0])) {
-      const { predictions, tiers } = await predictRows(
+      const { predictions, tiers, inputs, outputs } = await predictRows(
         entry,
         features,
         'features',
@@ -118,9 +126,8 @@ export function predictionRoutes(ctx: RouteContext) {
       );
       const rows = predictions.length;
       if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
-      const a = { route: '/predict', entry, requestId, input: features, rows, started, tiers };
+      const a = { route: '/predict', entry, requestId, inputs, outputs, rows, started, tiers };
       return answer(c, a, (latencyMs, cachedRows) => ({
-        output: predictions,
         body: {
           request_id: requestId,
           model: entry.name,
@@ -133,7 +140,7 @@ export function predictionRoutes(ctx: RouteContext) {
         },
       }));
     }
-    const { predictions, tiers } = await predictRows(
+    const { predictions, tiers, inputs, outputs } = await predictRows(
       entry,
       [features],
       'features',
@@ -143,10 +150,9 @@ export function predictionRoutes(ctx: RouteContext) {
     );
     const one = predictions[0]!;
     const tier = tiers?.[0];
-    const a = { route: '/predict', entry, requestId, input: features, rows: 1, started, tiers };
+    const a = { route: '/predict', entry, requestId, inputs, outputs, rows: 1, started, tiers };
     // Explicit literals, not spreads: on Node 20 an object spread costs several µs per response.
     return answer(c, a, (latencyMs) => ({
-      output: one,
       body: {
         request_id: requestId,
         model: entry.name,
@@ -188,12 +194,18 @@ export function predictionRoutes(ctx: RouteContext) {
     }
     const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, input[0], ctx.caller(c)));
     const deadline = ctx.deadline(c, started, body.timeout_ms);
-    const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache, deadline);
+    const { predictions, tiers, inputs, outputs } = await predictRows(
+      entry,
+      input,
+      listField,
+      fieldOf,
+      useCache,
+      deadline,
+    );
     const rows = predictions.length;
     if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
-    const a = { route: '/predict/batch', entry, requestId, input, rows, started, tiers };
+    const a = { route: '/predict/batch', entry, requestId, inputs, outputs, rows, started, tiers };
     return answer(c, a, (latencyMs, cachedRows) => ({
-      output: predictions,
       body: {
         request_id: requestId,
         model: entry.name,

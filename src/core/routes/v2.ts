@@ -180,12 +180,6 @@ export function v2Routes(ctx: RouteContext) {
     if (useCache !== undefined && typeof useCache !== 'boolean') {
       throw invalid('ERR_VALIDATION', 'parameters.use_cache', 'parameters.use_cache must be true or false');
     }
-    // The audit log keeps the values a binary input carried (the tensors may be handed to a worker).
-    const input = raw.some((r) => r !== undefined)
-      ? req.inputs.map((t, k) =>
-          raw[k] === undefined ? t : { ...t, data: encodeV2Output(t.name, tensors[t.name]!).data },
-        )
-      : req.inputs;
     const shadow = ctx.shadow(entry, tensors, rows);
     const ran = performance.now();
     const { outputs, tiers } = await inference.run(entry, tensors, rows, {
@@ -198,7 +192,7 @@ export function v2Routes(ctx: RouteContext) {
     if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
     const requestId = req.id ?? crypto.randomUUID();
-    const a = { route: c.req.routePath, entry, requestId, input, rows, started, tiers };
+    const a = { route: c.req.routePath, entry, requestId, inputs: tensors, outputs, rows, started, tiers };
     return answer(c, a, (_latencyMs, cachedRows) => {
       const parts: Uint8Array[] = [];
       const sent = encoded.map((t, k) => {
@@ -208,7 +202,6 @@ export function v2Routes(ctx: RouteContext) {
         return b.tensor;
       });
       return {
-        output: encoded,
         body: {
           model_name: entry.name,
           model_version: entry.version,

@@ -1,302 +1,272 @@
-import { type AuditReader, type AuditRecord, type AuditSink, toAuditJson } from '../../core/audit.js';
-import { AUDIT_BY_ID_SQL, type AuditStore, auditSearchSql, isDataError } from '../../core/audit-sql.js';
-import type { DeadLetter } from './dead-letter.js';
-import type { Spool } from './spool.js';
+/**
+ * The audit log, main-thread side. A request's record is written in binary form into the current chunk
+ * (audit-codec.ts: a few field writes and a copy of its tensors' bytes; no JSON) and the chunk is handed to
+ * the log writer thread (workers/audit-writer.ts) every AUDIT_CAPTURE_MS, or sooner once it is large: the
+ * buffer is transferred, not copied. That thread appends it to the segment log at once, then feeds the store
+ * from there. Nothing on this thread waits on a disk or a database.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { AuditWriterInit, FromWriter, ToWriter, WriterStatus } from '../../../workers/audit-protocol.js';
+import type { AuditReader, AuditRecord, AuditSink } from '../../core/audit.js';
+import { AuditChunkWriter } from '../../core/audit-codec.js';
+import { type AuditStore, auditByIdSql, auditSearchSql } from '../../core/audit-sql.js';
+import { compiledWorker } from '../worker-file.js';
+import { createAuditReader } from './audit-reader.js';
+
+export type DropReason = 'overflow' | 'disk_full' | 'log_full' | 'torn';
 
 export interface AuditObserver {
-  written(rows: number, seconds: number): void;
+  written(rows: number): void;
+  /** Seconds one batch took to write. */
+  flushed(seconds: number): void;
   failed(rows: number): void;
   deadLettered(rows: number): void;
-  /** Records lost, never silently: the spool could not take them (disk full) or its backlog was over bound. */
-  dropped(rows: number, reason: 'spool_failed' | 'overflow'): void;
+  /** Records lost, never silently: over the in-flight bound, disk full, log over its bound, torn by a crash. */
+  dropped(rows: number, reason: DropReason): void;
 }
 
 export interface AuditLogOptions {
-  store: AuditStore;
-  spool: Spool;
-  deadLetter: DeadLetter;
-  /** Records per INSERT. */
+  /** AUDIT_DIR: the segment log, the dead letter file and (embedded) the SQLite file live here. */
+  dir: string;
+  /** Postgres when a URL is given, else the embedded SQLite file. */
+  databaseUrl?: string;
+  /** Most ms a store call may take before the store counts as unreachable. */
+  storeTimeoutMs: number;
+  /** Records per store write. */
   batchRows: number;
-  /** Flush at least this often (ms). */
+  /** Most bytes per store write (a record carries its request's tensors). */
+  batchBytes: number;
+  /** Records reach the store within about this long while it is up. */
   flushMs: number;
-  /** Most records held in memory; past it, records go straight to the spool. */
-  maxQueue: number;
-  /** Most bytes of records held in memory (a record carries its request's input); past it, to the spool. */
-  maxQueueBytes?: number;
-  /** Most bytes in one insert: records of large requests go a few at a time. */
-  batchBytes?: number;
-  /** How often to try the database again while it is down (ms). */
   retryMs: number;
+  /** Chunks are handed to the log writer at least this often (ms): the bound on what a hard kill loses. */
+  captureMs: number;
+  /** Most bytes handed to the writer thread and not yet taken; past it records are dropped (counted). */
+  maxQueueBytes: number;
+  /** Most bytes the segment log holds (records waiting for the store); past it, dropped (counted). */
+  maxLogBytes: number;
+  segmentBytes: number;
+  fsyncMs: number;
+  retentionDays: number;
   observer?: AuditObserver;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-const asArray = (lines: readonly string[]) => `[${lines.join(',')}]`;
+/** Chunks this large go to the writer at once, not at the next capture tick. */
+const CHUNK_BYTES = 256 * 1024;
 
-/**
- * Every answered prediction's record, written in batches and never awaited by the request. Records queue in
- * memory and go to the store by size or time; when the store fails they go to the spool, in order, and are
- * replayed once it answers again.
- */
+/** This AUDIT_DIR's name in the store's progress table: made once, kept beside the log. */
+function writerId(dir: string): string {
+  const path = join(dir, 'writer-id');
+  if (existsSync(path)) {
+    const id = readFileSync(path, 'utf8').trim();
+    if (id) return id;
+  }
+  const id = randomUUID();
+  writeFileSync(path, `${id}\n`);
+  return id;
+}
+
 export function createAuditLog(opts: AuditLogOptions) {
-  const { store, spool, deadLetter, observer, log } = opts;
-  const maxQueueBytes = opts.maxQueueBytes ?? 64 * 1024 * 1024;
-  const batchBytes = opts.batchBytes ?? 8 * 1024 * 1024;
-  let queue: string[] = [];
-  let queueBytes = 0;
-  let overflow: string[] = [];
-  let overflowBytes = 0;
-  /** Batches handed to the store and not yet answered: spooled at a shutdown that cannot wait for them. */
-  const writing = new Set<readonly string[]>();
-  let droppedRows = 0;
-  let lastDropLog = 0;
-  const dropped = (rows: number, reason: 'spool_failed' | 'overflow', err?: unknown) => {
-    droppedRows += rows;
-    observer?.dropped(rows, reason);
-    // Said at most once a second: a full disk would otherwise log every flush.
-    if (performance.now() - lastDropLog > 1000) {
-      lastDropLog = performance.now();
-      log?.('error', 'audit records dropped', {
-        reason,
-        rows,
-        dropped_total: droppedRows,
-        ...(err ? { error: String((err as Error)?.message ?? err) } : {}),
-      });
-    }
+  const { observer, log } = opts;
+  mkdirSync(opts.dir, { recursive: true });
+  const kind = opts.databaseUrl ? 'postgres' : 'sqlite';
+  const sqlitePath = join(opts.dir, 'audit.sqlite');
+  const init: AuditWriterInit = {
+    logDir: join(opts.dir, 'log'),
+    deadLetterPath: join(opts.dir, 'audit-dead-letter.jsonl'),
+    store: opts.databaseUrl
+      ? { kind: 'postgres', url: opts.databaseUrl, timeoutMs: opts.storeTimeoutMs }
+      : { kind: 'sqlite', path: sqlitePath },
+    writer: writerId(opts.dir),
+    batchRows: opts.batchRows,
+    batchBytes: opts.batchBytes,
+    flushMs: opts.flushMs,
+    retryMs: opts.retryMs,
+    segmentBytes: opts.segmentBytes,
+    maxLogBytes: opts.maxLogBytes,
+    fsyncMs: opts.fsyncMs,
+    retentionDays: opts.retentionDays,
   };
-  /** Append to the spool; when even that fails (disk full), count the records as dropped and go on. */
-  const toSpool = async (lines: readonly string[]) => {
-    try {
-      await spool.append(lines);
-    } catch (err) {
-      dropped(lines.length, 'spool_failed', err);
-    }
-  };
-  /** The next batch off the queue: at most batchRows records and batchBytes bytes (at least one record). */
-  const takeBatch = (): string[] => {
-    let n = 0;
-    let bytes = 0;
-    while (n < queue.length && n < opts.batchRows && (n === 0 || bytes + queue[n]!.length <= batchBytes)) {
-      bytes += queue[n]!.length;
-      n++;
-    }
-    const batch = queue.slice(0, n);
-    queue = queue.slice(n);
-    queueBytes -= bytes;
-    return batch;
-  };
-  let dbUp = false;
-  let lastError: string | null = null;
-  let flushing: Promise<void> | undefined;
-  let recovering: Promise<void> | undefined;
-  let closed = false;
-  /** True until the first connection attempt ends: records wait in memory rather than go to the spool. */
-  let starting = true;
-  /** Set when shutdown stopped waiting for the store: nothing more is sent to it. */
-  let abandoned = false;
-
-  /**
-   * Insert lines; when the store refuses them for their data, halve the batch until the refused records are
-   * found, write the rest, and set those aside in the dead letter. An unreachable store throws.
-   */
-  const write = async (lines: readonly string[]): Promise<void> => {
-    const started = performance.now();
-    try {
-      writing.add(lines);
-      try {
-        await store.insert(asArray(lines));
-      } finally {
-        writing.delete(lines);
-      }
-    } catch (err) {
-      if (!isDataError(err)) throw err;
-      if (lines.length === 1) {
-        const reason = String((err as Error).message);
-        await deadLetter.append(lines[0]!, reason);
-        observer?.deadLettered(1);
-        log?.('warn', 'audit record refused by the store: set aside', {
-          reason,
-          dead_letter: deadLetter.path,
-        });
-        return;
-      }
-      const half = lines.length >> 1;
-      await write(lines.slice(0, half));
-      await write(lines.slice(half));
-      return;
-    }
-    observer?.written(lines.length, (performance.now() - started) / 1000);
-  };
-
-  const down = (err: unknown, rows: number) => {
-    const error = String((err as Error)?.message ?? err);
-    if (dbUp) log?.('warn', 'audit store unavailable: spooling', { store: store.kind, error });
-    // A store configured but unreachable from the start is said once, not found only in /health.
-    else if (starting)
-      log?.('warn', 'audit store unreachable at start: spooling until it answers', {
-        store: store.kind,
-        error,
-      });
-    dbUp = false;
-    lastError = error;
-    observer?.failed(rows);
-  };
-
-  /** Connect (or reconnect) and create the schema if the store was down, then replay the spool. */
-  let lastAttempt = 0;
-  const recover = () => {
-    // The reset must run after the assignment, even when the body finishes at once: hence .finally.
-    recovering ??= (async () => {
-      lastAttempt = performance.now();
-      try {
-        if (!dbUp) await store.init();
-        const replayed = await spool.replay((lines) => write(lines), opts.batchRows, batchBytes);
-        if (!dbUp) log?.('info', 'audit store available', { store: store.kind, replayed });
-        dbUp = true;
-        lastError = null;
-      } catch (err) {
-        down(err, 0);
-      }
-    })().finally(() => {
-      recovering = undefined;
-      starting = false;
-    });
-    return recovering;
-  };
-
-  const flush = (): Promise<void> => {
-    flushing ??= (async () => {
-      if (overflow.length > 0) {
-        const lines = overflow;
-        overflow = [];
-        overflowBytes = 0;
-        await toSpool(lines);
-      }
-      // Still connecting (PGlite's first start runs initdb): hold records rather than spool them all.
-      if (!dbUp && starting && !closed && queue.length < opts.maxQueue) return;
-      while (queue.length > 0) {
-        const batch = takeBatch();
-        if (dbUp && !abandoned) {
-          try {
-            await write(batch);
-            continue;
-          } catch (err) {
-            down(err, batch.length);
-          }
-        }
-        await toSpool(batch);
-      }
-    })().finally(() => {
-      flushing = undefined;
-    });
-    return flushing;
-  };
-
-  const ticker = setInterval(
-    () => {
-      // Down: try again every AUDIT_RETRY_MS. Up with a spool (records spooled while a replay ran): replay.
-      const retryDue = performance.now() - lastAttempt >= opts.retryMs;
-      if (!closed && ((!dbUp && retryDue) || (dbUp && spool.rows > 0))) void recover();
-      void flush().catch((err) => log?.('error', 'audit flush failed', { error: String(err) }));
-    },
-    Math.min(opts.flushMs, opts.retryMs),
+  const worker = new Worker(compiledWorker('audit-writer.js'), { workerData: init });
+  // Reads (GET /audit, stage history) use connections of their own: never the writer's.
+  const store: AuditStore = createAuditReader(
+    opts.databaseUrl
+      ? { kind: 'postgres', url: opts.databaseUrl, timeoutMs: opts.storeTimeoutMs }
+      : { kind: 'sqlite', path: sqlitePath, timeoutMs: opts.storeTimeoutMs },
   );
-  ticker.unref();
-  const ready = recover();
+
+  const chunk = new AuditChunkWriter();
+  let timer: NodeJS.Timeout | undefined;
+  let postedBytes = 0;
+  let overflow = 0;
+  let closed = false;
+  let last: WriterStatus | undefined;
+  let lastDropLog = 0;
+  let resolveReady!: () => void;
+  const ready = new Promise<void>((r) => {
+    resolveReady = r;
+  });
+  let resolveClosed: ((backlog: number) => void) | undefined;
+  const writerGone = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+
+  const send = (m: ToWriter, transfer?: ArrayBuffer[]) => worker.postMessage(m, transfer);
+
+  /** Hand the current chunk to the writer thread. */
+  const post = () => {
+    if (timer) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    if (chunk.count === 0) return;
+    const { buffer, bytes, count } = chunk.take();
+    postedBytes += bytes;
+    send({ op: 'chunk', buffer, bytes, count }, [buffer]);
+  };
+
+  const onStatus = (s: WriterStatus) => {
+    const before = last;
+    last = s;
+    if (s.connected || s.lastError !== null) resolveReady();
+    if (!observer) return;
+    const delta = (now: number, then: number | undefined) => now - (then ?? 0);
+    for (const seconds of s.batchSeconds) observer.flushed(seconds);
+    const written = delta(s.written, before?.written);
+    if (written > 0) observer.written(written);
+    const failed = delta(s.failed, before?.failed);
+    if (failed > 0) observer.failed(failed);
+    const dead = delta(s.deadLettered, before?.deadLettered);
+    if (dead > 0) observer.deadLettered(dead);
+    for (const reason of ['disk_full', 'log_full', 'torn'] as const) {
+      const n = delta(s.dropped[reason], before?.dropped[reason]);
+      if (n > 0) observer.dropped(n, reason);
+    }
+  };
+
+  worker.on('message', (m: FromWriter) => {
+    if (m.op === 'status') onStatus(m);
+    else if (m.op === 'log') log?.(m.level, m.msg, m.fields);
+    else if (m.op === 'closed') resolveClosed?.(m.backlog);
+  });
+  worker.on('error', (err) => {
+    log?.('error', 'audit log writer failed', { error: String(err?.stack ?? err) });
+    resolveReady();
+    resolveClosed?.(-1);
+  });
+  worker.unref();
 
   const sink: AuditSink = {
     record(r: AuditRecord) {
-      const line = toAuditJson(r);
-      if (queue.length >= opts.maxQueue || queueBytes + line.length > maxQueueBytes) {
-        // The store is slow or gone: records go to disk. If even the spool falls a whole queue behind, the
-        // disk cannot keep up: drop, counted, rather than hold requests' inputs in memory without bound.
-        if (overflowBytes + line.length > maxQueueBytes) return dropped(1, 'overflow');
-        overflow.push(line);
-        overflowBytes += line.length;
-        if (overflow.length === 1) setImmediate(() => void flush());
+      if (closed) return;
+      // The writer thread has stopped taking chunks (a disk that blocks every write): past the bound,
+      // records are dropped and counted rather than held in memory without end.
+      if (postedBytes - (last?.takenBytes ?? 0) + chunk.bytes > opts.maxQueueBytes) {
+        overflow++;
+        observer?.dropped(1, 'overflow');
+        if (performance.now() - lastDropLog > 1000) {
+          lastDropLog = performance.now();
+          log?.('error', 'audit records dropped', { reason: 'overflow', dropped_total: overflow });
+        }
         return;
       }
-      queue.push(line);
-      queueBytes += line.length;
-      if (queue.length === opts.batchRows || queueBytes >= batchBytes) setImmediate(() => void flush());
+      chunk.write(r);
+      if (chunk.bytes >= CHUNK_BYTES) post();
+      else if (timer === undefined) {
+        timer = setTimeout(post, opts.captureMs);
+        timer.unref();
+      }
     },
   };
 
-  /** Reads go to the store directly (records still queued or spooled are not there yet). */
-  /** A store known to be down answers reads at once (503), rather than after its timeout. */
-  const requireUp = () => {
-    if (!dbUp) throw new Error(`the audit store is unavailable${lastError ? `: ${lastError}` : ''}`);
-  };
-  const reader: AuditReader = {
-    async get(id) {
-      requireUp();
-      return (await store.query<Record<string, unknown>>(AUDIT_BY_ID_SQL, [id]))[0];
-    },
-    async search(q) {
-      requireUp();
-      const { sql, params } = auditSearchSql(q);
-      return store.query<Record<string, unknown>>(sql, params);
-    },
-  };
+  const dropped = () =>
+    overflow + (last ? last.dropped.disk_full + last.dropped.log_full + last.dropped.torn : 0);
+
+  const reader: AuditReader = createReader(
+    store,
+    () => last?.connected === true,
+    () => last?.lastError ?? null,
+  );
 
   return Object.assign(sink, {
     reader,
-    /** Resolves after the first connection attempt (and spool replay), whatever its outcome. */
+    /** The store the log writes to, for other small tables (the lifecycle's stage history). */
+    store,
+    /** Resolves after the writer's first connection attempt, whatever its outcome. */
     ready,
-    flush,
-    recover,
     status: () => ({
-      database_connected: dbUp,
-      audit_store: store.kind,
-      audit_queue: queue.length + overflow.length,
-      audit_spool_rows: spool.rows,
-      audit_dead_letter_rows: deadLetter.rows,
-      audit_dropped_rows: droppedRows,
-      ...(lastError ? { audit_error: lastError } : {}),
+      database_connected: last?.connected === true,
+      audit_store: kind,
+      audit_queue: chunk.count,
+      audit_backlog_rows: last?.backlog ?? 0,
+      audit_log_bytes: last?.logBytes ?? 0,
+      audit_dead_letter_rows: last?.deadLettered ?? 0,
+      audit_dropped_rows: dropped(),
+      ...(last?.lastError ? { audit_error: last.lastError } : {}),
     }),
-    queueDepth: () => queue.length + overflow.length,
-    spoolRows: () => spool.rows,
+    queueDepth: () => chunk.count,
+    backlogRows: () => last?.backlog ?? 0,
     /**
-     * Write or spool everything still held, then let go of the store, within `timeoutMs`: a store that has
-     * stopped answering is waited for only so long, then everything it still holds (the batches in flight
-     * included) is spooled and fsynced. A batch both spooled and, late, written is replayed as a no-op
-     * (inserts skip ids already present).
+     * Hand over what is held, then let the writer put what the store takes until the deadline; the rest
+     * stays in the segment log, fsynced, for the next start. Resolves within `timeoutMs` whatever the store
+     * does.
      */
     async close(timeoutMs = 10_000) {
+      if (closed) return;
       closed = true;
-      clearInterval(ticker);
-      const deadline = performance.now() + timeoutMs;
-      const within = (p: Promise<unknown> | undefined) =>
-        p === undefined
-          ? Promise.resolve(true)
-          : Promise.race([
-              p.then(
-                () => true,
-                () => true,
-              ),
-              new Promise<boolean>((r) =>
-                setTimeout(() => r(false), Math.max(0, deadline - performance.now())),
-              ),
-            ]);
-      let finished = (await within(recovering)) && (await within(flush()));
-      if (finished && dbUp && spool.rows > 0) finished = await within(recover());
-      if (!finished) {
-        abandoned = true;
-        dbUp = false;
-        const held = [...writing].flat().concat(queue, overflow);
-        queue = [];
-        overflow = [];
-        queueBytes = 0;
-        overflowBytes = 0;
-        log?.('warn', 'audit store did not answer before the shutdown deadline: spooling what it held', {
-          rows: held.length,
+      post();
+      const deadline = Date.now() + timeoutMs;
+      const done = new Promise<number>((resolve) => {
+        resolveClosed = resolve;
+      });
+      // The writer stops trying the store 300 ms before the deadline: time to fsync and report.
+      send({ op: 'close', deadline: deadline - 300 });
+      const backlog = await Promise.race([
+        done,
+        new Promise<number>((r) => setTimeout(() => r(-1), Math.max(0, deadline - Date.now())).unref()),
+      ]);
+      if (backlog > 0) {
+        log?.('warn', 'audit records not yet in the store stay in the log for the next start', {
+          rows: backlog,
+          dir: init.logDir,
         });
-        await toSpool(held);
       }
-      await spool.sync();
-      await within(store.close());
+      await worker.terminate();
+      await writerGone;
+      await Promise.race([store.close().catch(() => {}), new Promise((r) => setTimeout(r, 500))]);
     },
   });
+}
+
+/** Reads go to the store directly; a store known to be down answers at once (503), not after a timeout. */
+function createReader(store: AuditStore, up: () => boolean, lastError: () => string | null): AuditReader {
+  const requireUp = () => {
+    if (!up()) {
+      const e = lastError();
+      throw new Error(`the audit store is unavailable${e ? `: ${e}` : ''}`);
+    }
+  };
+  return {
+    async get(id) {
+      requireUp();
+      const param = store.kind === 'postgres' ? id : Buffer.from(id.replaceAll('-', ''), 'hex');
+      return (await store.query<Record<string, unknown>>(auditByIdSql(store.kind), [param]))[0];
+    },
+    async search(q) {
+      requireUp();
+      const { sql, params } = auditSearchSql(
+        {
+          ...q,
+          since: q.since === undefined ? undefined : Date.parse(q.since),
+          until: q.until === undefined ? undefined : Date.parse(q.until),
+        },
+        store.kind,
+      );
+      return store.query<Record<string, unknown>>(sql, params);
+    },
+  };
 }
 
 export type AuditLog = ReturnType<typeof createAuditLog>;
