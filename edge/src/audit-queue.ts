@@ -8,8 +8,9 @@
  * a queue message cannot. Cloudflare Queues' limits (developers.cloudflare.com/queues/platform/limits/, read
  * 2026-11): a message is at most 128 KB; a sendBatch at most 100 messages and 256 KB in total; 1 KB is 1000
  * bytes, and up to ~100 bytes of internal metadata per message count towards both. So:
- * - each record goes as its JSON text (content type `text`), so the bytes measured here are the bytes sent;
- * - a record whose JSON passes MESSAGE_BODY_MAX goes to the R2 bucket bound as AUDIT_SPILL, and the queue
+ * - each record goes as text (content type `text`): its binary form (src/core/audit-codec.ts, the same as
+ *   Node's segment log) in base64, so the bytes measured here are the bytes sent;
+ * - a record whose text passes MESSAGE_BODY_MAX goes to the R2 bucket bound as AUDIT_SPILL, and the queue
  *   gets a small pointer to it (the consumer reads it back, writes it, then deletes it); without a bucket it
  *   is dropped, counted and logged;
  * - batches are cut by count and by bytes, each message counted with PER_MESSAGE_OVERHEAD on top of its body;
@@ -18,7 +19,7 @@
  * - what waits is bounded by records and bytes: past either bound the oldest are dropped (counted, logged),
  *   so an isolate does not grow while the queue is down.
  */
-import type { AuditRecord, AuditSink } from '../../src/core/index.js';
+import { type AuditRecord, type AuditSink, encodeRecord, toBase64, uuidText } from '../../src/core/index.js';
 
 /** The platform's figures, as documented (bytes: 1 KB = 1000). */
 export const QUEUE_LIMITS = {
@@ -27,7 +28,7 @@ export const QUEUE_LIMITS = {
   batchBytes: 256_000,
   metadataBytes: 100,
 };
-/** A record's JSON up to this goes on the queue itself: 1 KB under the limit covers the metadata. */
+/** A record's text up to this goes on the queue itself: 1 KB under the limit covers the metadata. */
 export const MESSAGE_BODY_MAX = QUEUE_LIMITS.messageBytes - 1_000;
 /** Counted for every message in a batch, on top of its body: twice the documented metadata. */
 export const PER_MESSAGE_OVERHEAD = 2 * QUEUE_LIMITS.metadataBytes;
@@ -51,7 +52,7 @@ export interface QueueAuditOptions {
   spill?: SpillBucket;
   /** Records waiting in this isolate, at most (default 10,000). */
   maxPendingRecords?: number;
-  /** Bytes of JSON waiting in this isolate, at most (default 16 MB). */
+  /** Bytes of records' text waiting in this isolate, at most (default 16 MB). */
   maxPendingBytes?: number;
   /** Sends (or spills) a record gets before it is dropped (default 6). */
   maxAttempts?: number;
@@ -68,8 +69,8 @@ interface Entry {
   /** Order of recording: the oldest go first when the backlog is over its bounds. */
   seq: number;
   id: string;
-  time: string;
-  /** What goes on the queue: the record's JSON, or once it is in R2, the pointer's. */
+  time: number;
+  /** What goes on the queue: the record's binary form as base64, or once it is in R2, the pointer's JSON. */
   text: string;
   bytes: number;
   /** Set once the record is in R2. */
@@ -96,8 +97,18 @@ export function utf8Length(s: string): number {
 }
 
 /** Where a record too large for a message is kept: by day, so a lifecycle rule can expire leftovers. */
-export const spillKey = (r: Pick<AuditRecord, 'id' | 'time'>) =>
-  `audit-spill/${String(r.time).slice(0, 10)}/${encodeURIComponent(r.id)}.json`;
+export const spillKey = (r: { id: string; time: number }) =>
+  `audit-spill/${new Date(r.time).toISOString().slice(0, 10)}/${encodeURIComponent(r.id)}.b64`;
+
+/**
+ * A record as the queue carries it: its binary form (audit-codec.ts, the segment log's payload, its id
+ * assigned here) as base64 text, so the bytes measured are the bytes sent and the consumer reads the same
+ * form Node's log writer does.
+ */
+export function queueText(r: AuditRecord): { id: string; text: string } {
+  const payload = encodeRecord(r, crypto.getRandomValues(new Uint8Array(10)));
+  return { id: uuidText(payload.subarray(20, 36)), text: toBase64(payload) };
+}
 
 /** Consecutive runs of entries that fit one sendBatch, by count and by bytes. */
 export function chunkForQueue<T extends { bytes: number }>(entries: readonly T[]): T[][] {
@@ -172,25 +183,24 @@ export function createQueueAuditSink(queue: QueueLike | undefined, options: Queu
       out.push(e);
     }
     drop('overflow', out);
-    if (fresh.length > maxPendingRecords) drop('overflow', fresh.splice(0, fresh.length - maxPendingRecords));
+    if (fresh.length > maxPendingRecords) {
+      drop(
+        'overflow',
+        fresh.splice(0, fresh.length - maxPendingRecords).map((r) => ({ id: r.request_id })),
+      );
+    }
   };
 
   const measure = () => {
     const records = fresh;
     fresh = [];
     for (const r of records) {
-      let text: string;
-      try {
-        text = JSON.stringify(r);
-      } catch (err) {
-        drop('failed', [r], { error: String(err) });
-        continue;
-      }
-      const bytes = utf8Length(text);
-      if (bytes > MESSAGE_BODY_MAX && !spill) drop('oversize', [r], { bytes, limit: MESSAGE_BODY_MAX });
-      else if (bytes > maxPendingBytes) drop('overflow', [r]);
+      const { id, text } = queueText(r);
+      const bytes = text.length; // base64: one byte per character
+      if (bytes > MESSAGE_BODY_MAX && !spill) drop('oversize', [{ id }], { bytes, limit: MESSAGE_BODY_MAX });
+      else if (bytes > maxPendingBytes) drop('overflow', [{ id }]);
       else {
-        pending.push({ seq: seq++, id: r.id, time: r.time, text, bytes, attempts: 0, retryAt: 0 });
+        pending.push({ seq: seq++, id, time: r.time, text, bytes, attempts: 0, retryAt: 0 });
         pendingBytes += bytes;
       }
     }
@@ -249,7 +259,7 @@ export function createQueueAuditSink(queue: QueueLike | undefined, options: Queu
         const key = spillKey(e);
         try {
           await spill!.put(key, e.text, {
-            httpMetadata: { contentType: 'application/json' },
+            httpMetadata: { contentType: 'text/plain' },
             customMetadata: { id: e.id },
           });
         } catch (err) {

@@ -4,7 +4,7 @@
  */
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from 'cloudflare:test';
 import { afterAll, expect, it } from 'vitest';
-import type { AuditRecord } from '../../src/core/index.js';
+import { type AuditRecord, decodeRecord, decodeTensorPack, fromBase64 } from '../../src/core/index.js';
 import { consumeAuditBatch } from '../src/audit-consumer.js';
 import { createQueueAuditSink, type SpillPointer } from '../src/audit-queue.js';
 import worker, { type Env } from '../src/index.js';
@@ -23,30 +23,57 @@ async function postgres() {
 afterAll(async () => {
   if (written.length === 0) return;
   const db = await postgres();
-  await db.query('DELETE FROM prediction_audit WHERE id = ANY($1::uuid[])', [written]);
+  await db.query('DELETE FROM prediction_audit WHERE request_id = ANY($1::text[])', [written]);
   await db.end();
 });
 
-/** A record; `kept` ones are deleted from Postgres after the tests. */
-function record(input: unknown, requestId: string, kept = true): AuditRecord {
-  const id = crypto.randomUUID();
+/** A record of `values` float32 inputs; `kept` ones are deleted from Postgres after the tests. */
+function record(values: number, requestId: string, kept = true): AuditRecord {
+  const id = `${requestId}-${crypto.randomUUID()}`;
   if (kept) written.push(id);
   return {
-    id,
-    request_id: requestId,
-    time: new Date().toISOString(),
+    request_id: id,
+    time: Date.now(),
     route: '/predict/batch',
     model: 'fraud',
     model_version: '1',
     model_sha256: 'cd'.repeat(32),
-    input,
-    output: [{ label: 0, probability: 0.125 }],
+    input: {
+      float_input: {
+        type: 'float32',
+        dims: [1, values],
+        data: Float32Array.from({ length: values }, (_, i) => i / 3),
+      },
+    },
+    output: { probabilities: { type: 'float32', dims: [1, 2], data: Float32Array.of(0.875, 0.125) } },
     rows: 1,
     latency_ms: 2,
     cache: null,
     status: 200,
     client_id: 'edge-test',
     api_key: 'edge-key',
+  };
+}
+
+/** A record's JSON as versions before the binary form sent it (an object body, or its text). */
+function legacy(requestId: string) {
+  const id = crypto.randomUUID();
+  written.push(requestId);
+  return {
+    id,
+    request_id: requestId,
+    time: new Date().toISOString(),
+    route: '/predict',
+    model: 'fraud',
+    model_version: '1',
+    model_sha256: 'cd'.repeat(32),
+    input: [4, 5],
+    output: { prediction: 1, probability: 0.5 },
+    rows: 1,
+    latency_ms: 2,
+    cache: null,
+    status: 200,
+    client_id: null,
   };
 }
 
@@ -70,7 +97,7 @@ const batchOf = <T>(bodies: T[]) =>
   );
 
 const pointerIn = (bodies: string[]) =>
-  bodies.map((b) => JSON.parse(b) as SpillPointer).find((b) => 'audit_spill' in b)!;
+  bodies.filter((b) => b.startsWith('{')).map((b) => JSON.parse(b) as SpillPointer)[0]!;
 
 it('asks for a retry when there is no database to write to', async () => {
   const body = JSON.stringify({ id: crypto.randomUUID(), request_id: 'r' });
@@ -80,39 +107,54 @@ it('asks for a retry when there is no database to write to', async () => {
   expect((await getQueueResult(batch, ctx)).retryBatch.retry).toBe(true);
 });
 
-it('writes inline and spilled records to Postgres, then deletes the spilled object', async () => {
-  const big = record({ instances: Array.from({ length: 20_000 }, (_, i) => [i, i / 3, 'é€😀']) }, 'spilled');
-  const small = record([1, 2, 3], 'inline');
-  const old = record([4, 5], 'object-body'); // as earlier versions sent it: the record itself
+it("writes inline, spilled and earlier versions' JSON records to Postgres, then deletes the spilled object", async () => {
+  const big = record(40_000, 'spilled');
+  const small = record(3, 'inline');
+  const oldObject = legacy(`object-body-${crypto.randomUUID()}`); // as earlier versions sent it: the record
+  const oldText = legacy(`text-body-${crypto.randomUUID()}`);
   const bodies = await produce([big, small]);
   const pointer = pointerIn(bodies);
-  expect(pointer.id).toBe(big.id);
-  expect(await testEnv.AUDIT_SPILL!.head(pointer.audit_spill)).not.toBeNull();
+  const spilled = decodeRecord(
+    fromBase64(await (await testEnv.AUDIT_SPILL!.get(pointer.audit_spill))!.text()),
+  );
+  expect(spilled.request_id).toBe(big.request_id);
+  expect(pointer.id).toBe(spilled.id);
 
-  const batch = batchOf<string | AuditRecord>([...bodies, old]);
+  const batch = batchOf<unknown>([...bodies, oldObject, JSON.stringify(oldText)]);
   const ctx = createExecutionContext();
-  await worker.queue(batch, testEnv, ctx);
-  const result = await getQueueResult(batch, ctx);
+  await worker.queue(batch as never, testEnv, ctx);
+  const result = await getQueueResult(batch as never, ctx);
   expect(result.retryMessages).toEqual([]);
   expect(result.retryBatch.retry).toBe(false);
-  expect(result.explicitAcks.sort()).toEqual(['m0', 'm1', 'm2']);
+  expect(result.explicitAcks.sort()).toEqual(['m0', 'm1', 'm2', 'm3']);
 
   const db = await postgres();
   const rows = (
-    await db.query('SELECT id, request_id, input FROM prediction_audit WHERE id = ANY($1::uuid[])', [
-      [big.id, small.id, old.id],
-    ])
+    await db.query(
+      'SELECT id::text AS id, request_id, input, output FROM prediction_audit WHERE request_id = ANY($1::text[])',
+      [[big.request_id, small.request_id, oldObject.request_id, oldText.request_id]],
+    )
   ).rows;
   await db.end();
   const byRequest = Object.fromEntries(rows.map((r) => [r.request_id, r]));
-  expect(Object.keys(byRequest).sort()).toEqual(['inline', 'object-body', 'spilled']);
-  expect(byRequest.spilled.input).toEqual(big.input);
-  expect(byRequest.inline.input).toEqual(small.input);
+  expect(Object.keys(byRequest).sort()).toEqual(
+    [big.request_id, small.request_id, oldObject.request_id, oldText.request_id].sort(),
+  );
+  const values = (r: { input: Uint8Array }) => [...(decodeTensorPack(r.input)[0]!.data as Float32Array)];
+  expect(values(byRequest[big.request_id])).toEqual([...(big.input.float_input!.data as Float32Array)]);
+  expect(values(byRequest[small.request_id])).toEqual([...(small.input.float_input!.data as Float32Array)]);
+  expect(byRequest[big.request_id].id).toBe(spilled.id);
+  // An earlier version's record keeps its id, and its input and output as the JSON they were.
+  expect(byRequest[oldObject.request_id].id).toBe(oldObject.id);
+  const json = (pack: Uint8Array) =>
+    JSON.parse(new TextDecoder().decode(decodeTensorPack(pack)[0]!.data as Uint8Array));
+  expect(json(byRequest[oldText.request_id].input)).toEqual([4, 5]);
+  expect(json(byRequest[oldText.request_id].output)).toEqual({ prediction: 1, probability: 0.5 });
   expect(await testEnv.AUDIT_SPILL!.head(pointer.audit_spill)).toBeNull();
 });
 
 it('keeps the spilled object and retries when Postgres cannot be reached', async () => {
-  const big = record({ blob: 'q'.repeat(200_000) }, 'unreachable', false);
+  const big = record(50_000, 'unreachable', false);
   const bodies = await produce([big]);
   const pointer = pointerIn(bodies);
   const batch = batchOf(bodies);
@@ -125,8 +167,8 @@ it('keeps the spilled object and retries when Postgres cannot be reached', async
 });
 
 it('keeps the spilled object and retries when Postgres refuses the insert', async () => {
-  const big = record({ blob: 'w'.repeat(200_000) }, 'refused', false);
-  const bad = { ...record([1], 'bad-id', false), id: 'not-a-uuid' }; // Postgres refuses the statement
+  const big = record(50_000, 'refused', false);
+  const bad = { ...legacy('bad-id'), id: 'not-a-uuid' }; // Postgres refuses the statement
   const bodies = await produce([big]);
   const pointer = pointerIn(bodies);
   const batch = batchOf([...bodies, JSON.stringify(bad)]);
@@ -139,7 +181,7 @@ it('keeps the spilled object and retries when Postgres refuses the insert', asyn
 });
 
 it('acknowledges a pointer whose object is gone (written by an earlier delivery), and writes the rest', async () => {
-  const small = record([7], 'beside-missing');
+  const small = record(1, 'beside-missing');
   const missing: SpillPointer = {
     audit_spill: 'audit-spill/2026-01-01/gone.json',
     id: crypto.randomUUID(),
@@ -153,8 +195,11 @@ it('acknowledges a pointer whose object is gone (written by an earlier delivery)
   expect(result.retryMessages).toEqual([]);
   expect(result.explicitAcks.sort()).toEqual(['m0', 'm1']);
   const db = await postgres();
-  const n = (await db.query('SELECT count(*)::int AS n FROM prediction_audit WHERE id = $1', [small.id]))
-    .rows[0].n;
+  const n = (
+    await db.query('SELECT count(*)::int AS n FROM prediction_audit WHERE request_id = $1', [
+      small.request_id,
+    ])
+  ).rows[0].n;
   await db.end();
   expect(n).toBe(1);
 });

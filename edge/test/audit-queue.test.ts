@@ -5,7 +5,7 @@
  */
 import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
-import type { AuditRecord } from '../../src/core/index.js';
+import { type AuditRecord, decodeRecord, decodeTensorPack, fromBase64 } from '../../src/core/index.js';
 import { createQueueAuditSink, type SpillBucket, type SpillPointer, utf8Length } from '../src/audit-queue.js';
 import type { Env } from '../src/index.js';
 
@@ -22,18 +22,24 @@ const METADATA = 100;
 const bytes = (s: string) => new TextEncoder().encode(s).byteLength;
 
 let seq = 0;
-function record(input: unknown = [seq]): AuditRecord {
+/** A record whose input holds `values` float32 numbers (4 bytes each before base64: its size). */
+function record(values = 2): AuditRecord {
   seq++;
   return {
-    id: crypto.randomUUID(),
     request_id: `req-${seq}`,
-    time: new Date().toISOString(),
+    time: Date.now(),
     route: '/predict/batch',
     model: 'fraud',
     model_version: '1',
     model_sha256: 'ab'.repeat(32),
-    input,
-    output: [{ label: 1, probability: 0.25 }],
+    input: {
+      float_input: {
+        type: 'float32',
+        dims: [1, values],
+        data: Float32Array.from({ length: values }, (_, i) => seq + i / 8),
+      },
+    },
+    output: { probabilities: { type: 'float32', dims: [1, 2], data: Float32Array.of(0.75, 0.25) } },
     rows: 1,
     latency_ms: 1.5,
     cache: null,
@@ -60,7 +66,11 @@ function fakeQueue(refuse: (bodies: string[]) => boolean = () => false) {
   };
 }
 
-const idOf = (body: string) => (JSON.parse(body) as { id: string }).id;
+/** The request id of the record a message carries (a record is base64; a pointer, JSON). */
+const idOf = (body: string) =>
+  body.startsWith('{')
+    ? `pointer ${(JSON.parse(body) as SpillPointer).id}`
+    : decodeRecord(fromBase64(body)).request_id;
 
 function logs() {
   const lines: { message: string; detail: Record<string, unknown> }[] = [];
@@ -86,12 +96,20 @@ describe('audit queue: message and batch limits', () => {
       records.push(r);
       sink.record(r);
     };
+    // Base64 makes 4 characters of every 3 bytes: 20,000 values (~107 KB) fit a message, 30,000 (~160 KB)
+    // and 250,000 (~1.3 MB) do not.
+    const large = new Set<string>();
     for (let i = 0; i < 260; i++) {
-      add(record([i, i + 0.5]));
-      if (i % 20 === 0) add(record({ blob: 'x'.repeat(100_000) })); // ~100 KB: one message each
-      if (i % 40 === 0) add(record({ blob: '€'.repeat(40_000) })); // 40k characters, 120 KB of UTF-8
-      if (i % 50 === 0) add(record({ blob: '€'.repeat(45_000) })); // 45k characters, 135 KB of UTF-8: spilled
-      if (i % 65 === 0) add(record({ blob: 'y'.repeat(1_000_000) })); // ~1 MB: spilled
+      add(record(2));
+      if (i % 20 === 0) add(record(20_000));
+      if (i % 50 === 0) {
+        add(record(30_000));
+        large.add(records.at(-1)!.request_id);
+      }
+      if (i % 65 === 0) {
+        add(record(250_000));
+        large.add(records.at(-1)!.request_id);
+      }
     }
     await sink.flush();
 
@@ -105,42 +123,51 @@ describe('audit queue: message and batch limits', () => {
       for (const s of sizes) expect(s).toBeLessThanOrEqual(MESSAGE_MAX);
       expect(sizes.reduce((sum, s) => sum + s + METADATA, 0)).toBeLessThanOrEqual(BATCH_MAX);
     }
-    // Batches are filled, not one message each: 260 tiny records need at least 3 calls, ~120 KB ones go two
+    // Batches are filled, not one message each: 260 tiny records need at least 3 calls, ~107 KB ones go two
     // to a call at most.
     expect(queue.calls.length).toBeGreaterThanOrEqual(3);
     expect(queue.calls.length).toBeLessThan(records.length / 3);
 
     // Every record arrives once, as itself or as a pointer to an R2 object holding exactly it.
-    const byId = new Map(records.map((r) => [r.id, r]));
-    const delivered = queue.delivered();
-    expect(delivered.map(idOf).sort()).toEqual([...byId.keys()].sort());
+    const byRequest = new Map(records.map((r) => [r.request_id, r]));
+    const arrived: string[] = [];
+    const same = (text: string) => {
+      const got = decodeRecord(fromBase64(text));
+      const sent = byRequest.get(got.request_id)!;
+      expect(got).toMatchObject({ model: sent.model, rows: sent.rows, time: sent.time });
+      expect([...(decodeTensorPack(got.input)[0]!.data as Float32Array)]).toEqual([
+        ...(sent.input.float_input!.data as Float32Array),
+      ]);
+      arrived.push(got.request_id);
+      return got;
+    };
     let pointers = 0;
-    for (const body of delivered) {
-      const parsed = JSON.parse(body) as AuditRecord | SpillPointer;
-      if ('audit_spill' in parsed) {
+    for (const body of queue.delivered()) {
+      if (body.startsWith('{')) {
+        const pointer = JSON.parse(body) as SpillPointer;
         pointers++;
-        const obj = await testEnv.AUDIT_SPILL!.get(parsed.audit_spill);
-        expect(obj, parsed.audit_spill).not.toBeNull();
+        const obj = await testEnv.AUDIT_SPILL!.get(pointer.audit_spill);
+        expect(obj, pointer.audit_spill).not.toBeNull();
         const text = await obj!.text();
-        expect(bytes(text)).toBe(parsed.bytes);
+        expect(bytes(text)).toBe(pointer.bytes);
         expect(bytes(text)).toBeGreaterThan(MESSAGE_MAX - 1_000);
-        expect(JSON.parse(text)).toEqual(byId.get(parsed.id));
-      } else {
-        expect(parsed).toEqual(byId.get(parsed.id));
-      }
+        const got = same(text);
+        expect(got.id).toBe(pointer.id);
+        expect(large.has(got.request_id)).toBe(true);
+      } else same(body);
     }
-    const large = records.filter((r) => bytes(JSON.stringify(r)) > MESSAGE_MAX);
-    expect(large.length).toBe(6 + 4); // the 135 KB and the 1 MB ones
-    expect(pointers).toBe(large.length);
-    expect(sink.stats().spilled).toBe(large.length);
+    expect(arrived.sort()).toEqual([...byRequest.keys()].sort());
+    expect(large.size).toBe(6 + 4);
+    expect(pointers).toBe(large.size);
+    expect(sink.stats().spilled).toBe(large.size);
   });
 
   it('the same mix through the real queue binding: nothing refused', async () => {
     const sink = createQueueAuditSink(testEnv.AUDIT_QUEUE, { spill: testEnv.AUDIT_SPILL });
     for (let i = 0; i < 120; i++) {
-      sink.record(record([i]));
-      if (i % 10 === 0) sink.record(record({ blob: '€'.repeat(40_000) }));
-      if (i % 30 === 0) sink.record(record({ blob: 'z'.repeat(1_000_000) }));
+      sink.record(record(2));
+      if (i % 10 === 0) sink.record(record(20_000));
+      if (i % 30 === 0) sink.record(record(250_000));
     }
     const total = sink.pending();
     await sink.flush();
@@ -152,25 +179,26 @@ describe('audit queue: message and batch limits', () => {
     const queue = fakeQueue();
     const { log, lines } = logs();
     const sink = createQueueAuditSink(queue, { log });
-    const big = record({ blob: 'y'.repeat(1_000_000) });
+    const big = record(250_000);
     const small = [record(), record(), record()];
     sink.record(small[0]!);
     sink.record(big);
     sink.record(small[1]!);
     sink.record(small[2]!);
     await sink.flush();
-    expect(queue.delivered().map(idOf)).toEqual(small.map((r) => r.id));
+    expect(queue.delivered().map(idOf)).toEqual(small.map((r) => r.request_id));
     expect(sink.stats().dropped.oversize).toBe(1);
     expect(sink.pending()).toBe(0);
     expect(lines).toHaveLength(1);
-    expect(lines[0]!.detail).toMatchObject({ reason: 'oversize', count: 1, ids: [big.id] });
+    expect(lines[0]!.detail).toMatchObject({ reason: 'oversize', count: 1 });
+    expect(lines[0]!.detail.ids).toHaveLength(1);
   });
 });
 
 describe('audit queue: failures', () => {
   it('a chunk the queue always refuses is retried a bounded number of times, then dropped; later records still go', async () => {
     const poison = record();
-    const queue = fakeQueue((bodies) => bodies.some((b) => idOf(b) === poison.id));
+    const queue = fakeQueue((bodies) => bodies.some((b) => idOf(b) === poison.request_id));
     const { log, lines } = logs();
     let clock = 1_000_000;
     const sink = createQueueAuditSink(queue, { log, now: () => clock, maxAttempts: 4 });
@@ -193,13 +221,13 @@ describe('audit queue: failures', () => {
       sink.record(r);
       clock += 500;
       await sink.flush();
-      expect(queue.delivered().map(idOf)).toContain(r.id);
+      expect(queue.delivered().map(idOf)).toContain(r.request_id);
     }
     for (let round = 0; round < 10; round++) {
       clock += 30_000;
       await sink.flush();
     }
-    const poisonCalls = queue.calls.filter((c) => c.bodies.some((b) => idOf(b) === poison.id));
+    const poisonCalls = queue.calls.filter((c) => c.bodies.some((b) => idOf(b) === poison.request_id));
     expect(poisonCalls).toHaveLength(4);
     expect(sink.pending()).toBe(0);
     expect(sink.stats().dropped).toEqual({ oversize: 0, failed: 100, overflow: 0 });
@@ -208,13 +236,13 @@ describe('audit queue: failures', () => {
     expect(dropLine?.message).toMatch(/dropped 100/);
     // Everything else arrived.
     const delivered = new Set(queue.delivered().map(idOf));
-    for (const r of [...first.slice(100), ...later]) expect(delivered.has(r.id)).toBe(true);
-    expect(delivered.has(poison.id)).toBe(false);
+    for (const r of [...first.slice(100), ...later]) expect(delivered.has(r.request_id)).toBe(true);
+    expect(delivered.has(poison.request_id)).toBe(false);
   });
 
   it('a refused chunk is retried as it was: records sent since never join it', async () => {
     const poison = record();
-    const queue = fakeQueue((bodies) => bodies.some((b) => idOf(b) === poison.id));
+    const queue = fakeQueue((bodies) => bodies.some((b) => idOf(b) === poison.request_id));
     let clock = 0;
     const sink = createQueueAuditSink(queue, { log: () => {}, now: () => clock, maxAttempts: 5 });
     const first = Array.from({ length: 129 }, () => record());
@@ -232,9 +260,9 @@ describe('audit queue: failures', () => {
       sink.record(r);
       clock += 1_000;
       await sink.flush();
-      expect(queue.delivered().map(idOf), `round ${round}`).toContain(r.id);
+      expect(queue.delivered().map(idOf), `round ${round}`).toContain(r.request_id);
     }
-    const poisonCalls = queue.calls.filter((c) => c.bodies.some((b) => idOf(b) === poison.id));
+    const poisonCalls = queue.calls.filter((c) => c.bodies.some((b) => idOf(b) === poison.request_id));
     expect(poisonCalls).toHaveLength(5);
     for (const c of poisonCalls) expect(c.bodies).toEqual(failedChunk);
     expect(sink.stats().dropped.failed).toBe(30);
@@ -253,7 +281,7 @@ describe('audit queue: failures', () => {
     down = false;
     clock += 1_000;
     await sink.flush();
-    expect(queue.delivered().map(idOf)).toEqual(rs.map((r) => r.id));
+    expect(queue.delivered().map(idOf)).toEqual(rs.map((r) => r.request_id));
     expect(sink.pending()).toBe(0);
     expect(sink.stats().dropped.failed).toBe(0);
   });
@@ -271,22 +299,21 @@ describe('audit queue: failures', () => {
     };
     let clock = 0;
     const sink = createQueueAuditSink(queue, { spill, log, now: () => clock, maxAttempts: 3 });
-    const big = record({ blob: 'y'.repeat(300_000) });
+    const big = record(75_000);
     const small = record();
     sink.record(big);
     sink.record(small);
     await sink.flush();
-    expect(queue.delivered().map(idOf)).toEqual([small.id]);
+    expect(queue.delivered().map(idOf)).toEqual([small.request_id]);
     for (let i = 0; i < 5; i++) {
       clock += 60_000;
       await sink.flush();
     }
     expect(puts).toBe(3);
     expect(sink.stats().dropped.failed).toBe(1);
-    expect(lines.find((l) => l.detail.reason === 'failed')?.detail).toMatchObject({
-      stage: 'spill',
-      ids: [big.id],
-    });
+    const spillDrop = lines.find((l) => l.detail.reason === 'failed')?.detail;
+    expect(spillDrop).toMatchObject({ stage: 'spill', count: 1 });
+    expect(spillDrop?.ids).toHaveLength(1);
     expect(sink.pending()).toBe(0);
   });
 
@@ -318,7 +345,7 @@ describe('audit queue: failures', () => {
       maxPendingBytes: 100_000,
       maxAttempts: 1_000,
     });
-    const tens = Array.from({ length: 40 }, () => record({ blob: 'x'.repeat(10_000) }));
+    const tens = Array.from({ length: 40 }, () => record(1_800)); // ~10 KB of base64 each
     for (const r of tens) {
       bySize.record(r);
       await bySize.flush();
@@ -337,13 +364,13 @@ describe('audit queue: failures', () => {
     expect(delivered.slice(0, 50).sort()).toEqual(
       rs
         .slice(150)
-        .map((r) => r.id)
+        .map((r) => r.request_id)
         .sort(),
     );
     expect(delivered.slice(50).sort()).toEqual(
       tens
         .slice(40 - pending)
-        .map((r) => r.id)
+        .map((r) => r.request_id)
         .sort(),
     );
     expect(sink.pending() + bySize.pending()).toBe(0);

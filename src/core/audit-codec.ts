@@ -96,9 +96,19 @@ export class AuditChunkWriter {
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit; TextEncoder writes U+FFFD for a lone surrogate.
     this.#ensure(4 + 3 * s.length);
-    const { written } = encoder.encodeInto(s, this.#u8.subarray(this.#o + 4));
-    this.#view.setUint32(this.#o, written, true);
-    this.#o += 4 + written;
+    const u8 = this.#u8;
+    const at = this.#o + 4;
+    // Ids, names and digests are ASCII: copied by hand, which is cheaper than a view and a native call per
+    // string (hot path: seven strings per record). Anything else goes through TextEncoder.
+    let n = 0;
+    for (; n < s.length; n++) {
+      const c = s.charCodeAt(n);
+      if (c >= 0x80) break;
+      u8[at + n] = c;
+    }
+    if (n < s.length) n = encoder.encodeInto(s, u8.subarray(at)).written;
+    this.#view.setUint32(this.#o, n, true);
+    this.#o = at + n;
   }
 
   #tensors(tensors: Record<string, Tensor>) {
@@ -110,15 +120,21 @@ export class AuditChunkWriter {
       const data = t.data;
       this.#string(name);
       this.#ensure(6 + 4 * t.dims.length + data.byteLength);
+      const v = this.#view;
       this.#u8[this.#o++] = CODE_OF.get(t.type)!;
       this.#u8[this.#o++] = t.dims.length;
       for (const d of t.dims) {
-        this.#view.setUint32(this.#o, d, true);
+        v.setUint32(this.#o, d, true);
         this.#o += 4;
       }
-      this.#view.setUint32(this.#o, data.byteLength, true);
+      v.setUint32(this.#o, data.byteLength, true);
       this.#o += 4;
-      this.#u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), this.#o);
+      if (t.type === 'float32' && data.length <= 64) {
+        // A few values (a row of features, a row's probabilities): element writes beat making a view.
+        for (let k = 0; k < data.length; k++) v.setFloat32(this.#o + 4 * k, data[k] as number, true);
+      } else {
+        this.#u8.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), this.#o);
+      }
       this.#o += data.byteLength;
     }
   }
@@ -371,4 +387,61 @@ export function writeUuidV7(out: Uint8Array, at: number, ms: number, random: Uin
   out[at + 7] = random[1]!;
   out[at + 8] = 0x80 | (random[2]! & 0x3f);
   for (let i = 3; i < 10; i++) out[at + 6 + i] = random[i]!;
+}
+
+/** One record's payload, its id assigned (for a producer with no log writer: the edge's queue sink). */
+export function encodeRecord(r: AuditRecord, random10: Uint8Array): Uint8Array {
+  const w = new AuditChunkWriter(1024);
+  w.write(r);
+  const { buffer, bytes } = w.take();
+  const payload = new Uint8Array(buffer, FRAME_HEADER, bytes - FRAME_HEADER);
+  writeUuidV7(payload, ID_OFFSET, r.time, random10);
+  return payload;
+}
+
+/** Bytes as base64 (in slices: a spread of megabytes into String.fromCharCode would overflow the stack). */
+export function toBase64(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+export function fromBase64(text: string): Uint8Array {
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/**
+ * A tensor pack holding a JSON value (one uint8 tensor named `$json`): how a record from before the binary
+ * form (its input and output as JSON) is kept, losslessly; the read routes show it as JSON again.
+ */
+export function jsonPack(value: unknown): Uint8Array {
+  const text = encoder.encode(JSON.stringify(value) ?? 'null');
+  const name = encoder.encode(JSON_TENSOR);
+  const out = new Uint8Array(1 + 4 + name.length + 2 + 4 + 4 + text.length);
+  const v = new DataView(out.buffer);
+  let o = 0;
+  out[o++] = 1;
+  v.setUint32(o, name.length, true);
+  out.set(name, o + 4);
+  o += 4 + name.length;
+  out[o++] = CODE_OF.get('uint8')!;
+  out[o++] = 1;
+  v.setUint32(o, text.length, true);
+  v.setUint32(o + 4, text.length, true);
+  out.set(text, o + 8);
+  return out;
+}
+
+export const JSON_TENSOR = '$json';
+
+/** The JSON value a `jsonPack` holds, or undefined for an ordinary pack. */
+export function packedJson(tensors: readonly PackedTensor[]): { value: unknown } | undefined {
+  const t = tensors[0];
+  if (tensors.length !== 1 || t!.name !== JSON_TENSOR || t!.type !== 'uint8') return undefined;
+  return { value: JSON.parse(decoder.decode(t!.data as Uint8Array)) };
 }

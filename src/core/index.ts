@@ -31,8 +31,12 @@ export {
   type DecodedRecord,
   decodeRecord,
   decodeTensorPack,
+  encodeRecord,
   framesOf,
+  fromBase64,
+  jsonPack,
   type PackedTensor,
+  toBase64,
   uuidText,
   writeUuidV7,
 } from './audit-codec.js';

@@ -6,7 +6,7 @@
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { AuditReader } from '../audit.js';
-import { decodeTensorPack, type PackedTensor, uuidText } from '../audit-codec.js';
+import { decodeTensorPack, type PackedTensor, packedJson, uuidText } from '../audit-codec.js';
 import { ServeError } from '../errors.js';
 import { validationError } from '../http.js';
 import { ACCESS_ERRORS, errorResponses, json, register, secured } from '../openapi.js';
@@ -55,6 +55,10 @@ function render(
 ) {
   const input = decodeTensorPack(row.input as Uint8Array);
   const output = decodeTensorPack(row.output as Uint8Array);
+  // A record written before the binary form: its JSON, as it was.
+  const legacyIn = packedJson(input);
+  const legacyOut = packedJson(output);
+  if (legacyIn || legacyOut) return { input: legacyIn?.value, output: legacyOut?.value };
   const route = String(row.route);
   const entry = route.startsWith('/predict')
     ? entryOf(String(row.model), String(row.model_version))

@@ -128,6 +128,34 @@ describe('segment log', () => {
     reopened.close();
   });
 
+  it('a damaged record in a closed segment ends that segment for reading; the next segments are read', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'seg-'));
+    const log = new SegmentLog(dir, { ...opts, segmentBytes: 2000 });
+    for (let c = 0; c < 6; c++) log.append(chunkOf(c * 5, c * 5 + 5));
+    const files = readdirSync(dir).sort();
+    expect(files.length).toBeGreaterThan(2);
+    // Flip a byte in the middle of the first segment's third record.
+    const first = join(dir, files[0]!);
+    const bytes = readFileSync(first);
+    const frames: number[] = [];
+    for (let o = 0; o < bytes.length; o += 8 + bytes.readUInt32LE(o)) frames.push(o);
+    bytes[frames[2]! + 20] ^= 0xff;
+    writeFileSync(first, bytes);
+    const ids: string[] = [];
+    let pos = log.start;
+    for (let i = 0; i < 50; i++) {
+      const batch = log.read(pos, 100, 1 << 20);
+      ids.push(...requestIds(batch.payloads));
+      if (batch.payloads.length === 0 && batch.next.segment === pos.segment && batch.next.offset === pos.offset) break;
+      pos = batch.next;
+    }
+    expect(ids.slice(0, 2)).toEqual(['req-0', 'req-1']);
+    expect(ids).toContain('req-29');
+    expect(ids).not.toContain('req-2');
+    expect(log.dropped.torn).toBe(1);
+    log.close();
+  });
+
   it('reads in batches bounded by records and bytes, and a record larger than the byte bound alone', () => {
     const dir = mkdtempSync(join(tmpdir(), 'seg-'));
     const log = new SegmentLog(dir, { ...opts, segmentBytes: 1 << 22 });

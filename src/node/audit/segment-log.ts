@@ -38,6 +38,8 @@ export interface SegmentLogOptions {
   maxBytes: number;
 }
 
+/** Bytes read from a segment at a time. */
+const READ_BLOCK = 256 * 1024;
 /** The largest frame read back: anything longer is a corrupt length, not a record. */
 const MAX_FRAME = 1024 * 1024 * 1024;
 const NAME = /^(\d{12})\.seg$/;
@@ -229,16 +231,17 @@ export class SegmentLog {
   }
 
   /**
-   * Records from `from`, at most `maxRecords` and `maxBytes` (at least one), read from the files. A frame
-   * found corrupt (which open() would have cut off the active segment's tail; elsewhere, a damaged disk) ends
-   * its segment: the rest of it is skipped, counted as torn.
+   * Records from `from`, at most `maxRecords` and `maxBytes` (at least one), read from the files in blocks
+   * of READ_BLOCK (a record larger than that is read alone). A frame found corrupt (open() cuts the active
+   * segment's torn tail; elsewhere it means a damaged disk) ends its segment: the rest is skipped, counted.
    */
   read(from: Position, maxRecords: number, maxBytes: number): ReadBatch {
     const payloads: Uint8Array[] = [];
     const ends: Position[] = [];
     let bytes = 0;
     let pos = this.#normalize(from);
-    while (payloads.length < maxRecords) {
+    const full = () => payloads.length >= maxRecords || (bytes > 0 && bytes >= maxBytes);
+    while (!full()) {
       const size = this.#sizes.get(pos.segment);
       if (size === undefined) break;
       if (pos.offset >= size) {
@@ -249,57 +252,67 @@ export class SegmentLog {
       }
       const owned = pos.segment !== this.#active;
       const fd = owned ? openSync(join(this.dir, fileName(pos.segment)), 'r') : this.#fd;
+      let stop = false;
       try {
-        // Read up to maxBytes (or one whole frame, if larger) and cut it into frames.
-        const want = Math.min(size - pos.offset, Math.max(maxBytes - bytes, FRAME_HEADER));
-        let buf = Buffer.allocUnsafe(want);
-        let got = readSync(fd, buf, 0, want, pos.offset);
-        let o = 0;
-        let progressed = false;
-        while (payloads.length < maxRecords && o + FRAME_HEADER <= got) {
-          const length = buf.readUInt32LE(o);
-          if (length > MAX_FRAME || pos.offset + o + FRAME_HEADER + length > size) {
-            this.#skipRest(pos.segment);
-            break;
+        while (!full() && pos.offset < size) {
+          let buf = Buffer.allocUnsafe(Math.min(READ_BLOCK, size - pos.offset));
+          let got = readSync(fd, buf, 0, buf.length, pos.offset);
+          if (got >= FRAME_HEADER) {
+            const first = buf.readUInt32LE(0);
+            if (first <= MAX_FRAME && FRAME_HEADER + first > got && pos.offset + FRAME_HEADER + first <= size) {
+              // A record larger than a block: read it whole, alone (unless it would pass the byte bound).
+              if (bytes > 0 && bytes + first > maxBytes) {
+                stop = true;
+                break;
+              }
+              buf = Buffer.allocUnsafe(FRAME_HEADER + first);
+              got = readSync(fd, buf, 0, buf.length, pos.offset);
+            }
           }
-          if (o + FRAME_HEADER + length > got) {
-            if (progressed || (bytes > 0 && bytes + length > maxBytes)) break;
-            // A single frame larger than what was read: read it whole.
-            buf = Buffer.allocUnsafe(FRAME_HEADER + length);
-            got = readSync(fd, buf, 0, FRAME_HEADER + length, pos.offset + o);
-            pos = { segment: pos.segment, offset: pos.offset + o };
-            o = 0;
-            continue;
+          let o = 0;
+          while (!full() && o + FRAME_HEADER <= got) {
+            const length = buf.readUInt32LE(o);
+            if (length > MAX_FRAME || pos.offset + o + FRAME_HEADER + length > size) {
+              this.#skipRest(pos.segment, pos.offset + o);
+              stop = true;
+              break;
+            }
+            if (o + FRAME_HEADER + length > got) break; // continues in the next block
+            if (bytes > 0 && bytes + length > maxBytes) {
+              stop = true;
+              break;
+            }
+            const payload = buf.subarray(o + FRAME_HEADER, o + FRAME_HEADER + length);
+            if (crc32(payload) !== buf.readUInt32LE(o + 4)) {
+              this.#skipRest(pos.segment, pos.offset + o);
+              stop = true;
+              break;
+            }
+            payloads.push(payload);
+            bytes += length;
+            o += FRAME_HEADER + length;
+            ends.push({ segment: pos.segment, offset: pos.offset + o });
           }
-          const payload = buf.subarray(o + FRAME_HEADER, o + FRAME_HEADER + length);
-          if (crc32(payload) !== buf.readUInt32LE(o + 4)) {
-            this.#skipRest(pos.segment);
-            break;
-          }
-          if (bytes > 0 && bytes + length > maxBytes) break;
-          payloads.push(payload);
-          bytes += length;
-          o += FRAME_HEADER + length;
-          ends.push({ segment: pos.segment, offset: pos.offset + o });
-          progressed = true;
+          pos = { segment: pos.segment, offset: pos.offset + o };
+          if (stop || o === 0) break;
         }
-        pos = { segment: pos.segment, offset: pos.offset + o };
-        if (!progressed || bytes >= maxBytes) break;
       } finally {
         if (owned) closeSync(fd);
       }
+      if (stop) break;
+      if (pos.offset < (this.#sizes.get(pos.segment) ?? 0) && !full()) break;
     }
     return { payloads, ends, next: this.#normalize(pos), bytes };
   }
 
-  /** A corrupt frame in a closed segment: the records after it cannot be framed; the segment ends there. */
-  #skipRest(segment: number) {
+  /**
+   * A corrupt frame at `at`: the records after it cannot be framed, so the segment ends there for reading
+   * (appends go to a new segment if it was the active one).
+   */
+  #skipRest(segment: number, at: number) {
     this.dropped.torn++;
-    if (segment === this.#active) {
-      this.#begin(this.#active + 1);
-      return;
-    }
-    this.#sizes.set(segment, 0);
+    this.#sizes.set(segment, at);
+    if (segment === this.#active) this.#begin(this.#active + 1);
   }
 
   #after(segment: number): number | undefined {

@@ -1,0 +1,185 @@
+/**
+ * `npm run bench:audit`: what the audit log costs. Unique `/predict` (every request a new row, so every one
+ * is a model run and an audit record) against servers alternated round by round in the same run:
+ *   off        AUDIT=off (npm start's defaults otherwise: the in-process cache)
+ *   embedded   npm start's defaults: the audit log into the embedded SQLite file
+ *   postgres   DATABASE_URL and REDIS_URL: Postgres audit and the Redis cache tier, on this same machine
+ * With BEFORE_DIR set to another checkout's root (built), its server joins as embedded-before and
+ * postgres-before, for a before/after in one run.
+ *
+ * Per round every server is loaded in turn and each figure is taken over `off`'s in the same round (this
+ * machine's speed drifts by a third from minute to minute); the report is the median of those ratios. It
+ * also says how much of a core Postgres took (every `postgres` process on the machine, during each
+ * postgres run) and the server's own CPU per request.
+ */
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { uniquePredictBody } from './bodies.js';
+import { groupPids, load, median, settle, startProcess } from './harness.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '50,100').split(',').map(Number);
+const REDIS = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PG_ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
+const BEFORE = process.env.BEFORE_DIR;
+
+async function database(name: string): Promise<string> {
+  const c = new pg.Client({ connectionString: PG_ADMIN });
+  await c.connect();
+  await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  return PG_ADMIN.replace(/\/[^/]*$/, `/${name}`);
+}
+
+/** CPU seconds of every `postgres` process on the machine (the server and its background workers). */
+function postgresCpuSeconds(): number {
+  let ticks = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (!stat.includes('(postgres)')) continue;
+      const f = stat.split(') ')[1]!.split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {}
+  }
+  return ticks / 100;
+}
+
+interface Spec {
+  name: string;
+  port: number;
+  root: string;
+  env: () => Promise<Record<string, string>>;
+  postgres: boolean;
+}
+const dir = (name: string) => {
+  const d = join(ROOT, 'bench', 'runs', `audit-${name}`);
+  rmSync(d, { recursive: true, force: true });
+  return d;
+};
+const specs: Spec[] = [
+  { name: 'off', port: 8301, root: ROOT, postgres: false, env: async () => ({ AUDIT: 'off' }) },
+  {
+    name: 'embedded',
+    port: 8302,
+    root: ROOT,
+    postgres: false,
+    env: async () => ({ AUDIT_DIR: dir('embedded') }),
+  },
+  {
+    name: 'postgres',
+    port: 8303,
+    root: ROOT,
+    postgres: true,
+    env: async () => ({
+      AUDIT_DIR: dir('postgres'),
+      DATABASE_URL: await database('bench_audit_after'),
+      REDIS_URL: `${REDIS}/8`,
+    }),
+  },
+];
+if (BEFORE) {
+  specs.push(
+    {
+      name: 'embedded-before',
+      port: 8304,
+      root: BEFORE,
+      postgres: false,
+      env: async () => ({ AUDIT_DIR: dir('embedded-before') }),
+    },
+    {
+      name: 'postgres-before',
+      port: 8305,
+      root: BEFORE,
+      postgres: true,
+      env: async () => ({
+        AUDIT_DIR: dir('postgres-before'),
+        DATABASE_URL: await database('bench_audit_before'),
+        REDIS_URL: `${REDIS}/9`,
+      }),
+    },
+  );
+}
+
+const procs = [];
+const add = (m: Record<string, number[]>, name: string, x: number) => {
+  m[name] = [...(m[name] ?? []), x];
+};
+try {
+  for (const s of specs) {
+    procs.push(
+      await startProcess({
+        name: s.name,
+        cmd: process.execPath,
+        args: [join(s.root, 'dist/src/node/main.js')],
+        env: { PORT: String(s.port), LOG_LEVEL: 'warn', ...(await s.env()) },
+        url: `http://127.0.0.1:${s.port}`,
+        readyPath: '/health/ready',
+        timeoutMs: 120_000,
+      }),
+    );
+  }
+  for (const p of procs) {
+    await load({
+      url: p.url,
+      path: '/predict',
+      connections: 50,
+      seconds: 3,
+      body: uniquePredictBody,
+      serverPids: [],
+    });
+  }
+  for (const connections of CONNECTIONS) {
+    const rps: Record<string, number[]> = {};
+    const p99: Record<string, number[]> = {};
+    const us: Record<string, number[]> = {};
+    const pgCores: Record<string, number[]> = {};
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const [i, p] of procs.entries()) {
+        const s = specs[i]!;
+        await settle();
+        const pg0 = postgresCpuSeconds();
+        const t0 = performance.now();
+        const r = await load({
+          url: p.url,
+          path: '/predict',
+          connections,
+          seconds: SECONDS,
+          body: uniquePredictBody,
+          serverPids: groupPids(p.child.pid!),
+        });
+        const pgShare = (postgresCpuSeconds() - pg0) / ((performance.now() - t0) / 1000);
+        if (r.non2xx || r.errors) throw new Error(`${s.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+        add(rps, s.name, r.rps);
+        add(p99, s.name, r.p99);
+        add(us, s.name, Math.round((r.serverCpu / r.rps) * 1e6));
+        if (s.postgres) add(pgCores, s.name, Math.round(pgShare * 100) / 100);
+        console.log(
+          `${connections}c r${round} ${s.name.padEnd(16)} ${r.rps} req/s p99 ${r.p99} ms, server ${r.serverCpu} cores` +
+            (s.postgres ? `, postgres ${pgShare.toFixed(2)} cores` : ''),
+        );
+      }
+    }
+    const paired = (m: Record<string, number[]>, name: string) =>
+      median(m[name]!.map((x, i) => x / m.off![i]!)).toFixed(3);
+    for (const s of specs) {
+      console.log(
+        `${connections}c ${s.name.padEnd(16)} req/s ${paired(rps, s.name)}× off; ` +
+          `median ${median(rps[s.name]!)} req/s, p99 ${median(p99[s.name]!)} ms, ` +
+          `${median(us[s.name]!)} µs server cpu/request` +
+          (s.postgres
+            ? `, postgres ${median(pgCores[s.name]!)} cores (${Math.round((median(pgCores[s.name]!) / median(rps[s.name]!)) * 1e6)} µs/request)`
+            : '') +
+          `; rounds ${rps[s.name]!.join(' ')}`,
+      );
+    }
+  }
+} finally {
+  for (const p of procs) await p.stop();
+}
