@@ -2,12 +2,14 @@
 # Build: docker build -t onnx-serve .    Run: docker run -p 8000:8000 onnx-serve
 # Node 24 (LTS): Node 20 is past its end of life; the server itself runs on Node 20 through 24.
 
-FROM node:24-bookworm-slim AS build
+# The full image builds: it has python3, make and g++ for the one native addon compiled from source.
+FROM node:24-bookworm AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
-# No install scripts: the server needs none (onnxruntime-node ships its CPU binaries in the package, and
-# its CUDA download is skipped), and `prepare` would build before the sources are here.
-RUN npm ci --ignore-scripts --no-audit --no-fund
+# No install scripts (onnxruntime-node ships its CPU binaries in the package, its CUDA download is skipped,
+# and `prepare` would build before the sources are here) but better-sqlite3's, the embedded audit store:
+# it fetches a prebuilt binary for this Node, or compiles one.
+RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild better-sqlite3
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY workers ./workers
@@ -20,7 +22,9 @@ RUN arch="$(node -p process.arch)" && \
     done && \
     find node_modules/onnxruntime-node/bin -type d -empty -delete && \
     ls node_modules/onnxruntime-node/bin/napi-v*/linux/"$arch"/onnxruntime_binding.node && \
-    find node_modules -name '*.map' -type f -delete
+    find node_modules -name '*.map' -type f -delete && \
+    cd node_modules/better-sqlite3 && rm -rf deps src build/deps build/Release/obj build/Release/obj.target \
+      build/Release/.deps build/Release/test_extension.node && ls build/Release/better_sqlite3.node
 
 FROM node:24-bookworm-slim
 WORKDIR /app
@@ -32,7 +36,7 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY models ./models
 COPY vendor ./vendor
-# The audit spool and, without DATABASE_URL, the embedded PGlite store live here.
+# The audit log's segments and, without DATABASE_URL, the embedded SQLite store live here.
 RUN mkdir -p /data && chown node:node /data
 ENV AUDIT_DIR=/data
 VOLUME /data

@@ -137,7 +137,7 @@ describe('Dockerfile', () => {
           PATH: process.env.PATH,
           PORT: '0',
           HOST: '127.0.0.1',
-          // The default audit store, PGlite (WASM and data files under node_modules), writes here.
+          // The audit log and the default audit store, SQLite (a native addon compiled in the build stage).
           AUDIT_DIR: join(runtime.dir, 'audit'),
           AUDIT_FLUSH_MS: '50',
           POOL_SIZE: '1',
@@ -166,7 +166,7 @@ describe('Dockerfile', () => {
         };
         await expect.poll(written, { timeout: 30_000, interval: 200 }).toBeGreaterThanOrEqual(1);
       } finally {
-        // Let it drain and close PGlite before its folder is removed.
+        // Let it drain and close the store before its folder is removed.
         const exited = new Promise((resolve) => child.once('exit', resolve));
         child.kill('SIGTERM');
         if (child.exitCode === null && child.signalCode === null)

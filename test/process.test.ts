@@ -3,8 +3,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { createPgliteStore } from '../src/node/audit/pglite-store.js';
 import { loadConfig } from '../src/node/config.js';
 import { startMain as start } from './main-process.js';
 import { client, json } from './server.js';
@@ -144,7 +144,7 @@ describe('process', () => {
     });
   }
 
-  it('by default audits into the embedded PGlite store, with no database configured', async () => {
+  it('by default audits into the embedded SQLite store, with no database configured', async () => {
     const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
     const server = start({ AUDIT: 'on', DATABASE_URL: '' }, auditDir);
     const api = client(await server.url);
@@ -154,15 +154,14 @@ describe('process', () => {
         interval: 250,
       })
       .toBe(true);
-    expect((await json(await api.get('/health'))).audit_store).toBe('pglite');
+    expect((await json(await api.get('/health'))).audit_store).toBe('sqlite');
     for (let i = 0; i < 5; i++)
       expect((await api.post('/predict', { features: [i, 1, 1, 1, 1, 1, 1] })).status).toBe(200);
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
-    const store = createPgliteStore({ dir: join(auditDir, 'pglite') });
-    await store.init();
-    expect(await store.query('SELECT count(*)::int AS n FROM prediction_audit')).toEqual([{ n: 5 }]);
-    await store.close();
+    const file = new Database(join(auditDir, 'audit.sqlite'), { readonly: true });
+    expect(file.prepare('SELECT count(*) AS n FROM prediction_audit').get()).toEqual({ n: 5 });
+    file.close();
   }, 90_000);
 
   it('refuses to start on an invalid setting, naming the variable', async () => {

@@ -29,7 +29,7 @@ export function client(base: string, sent: Record<string, string> = {}) {
 /** A real server on a free port with the real worker pool; env overrides as the process would read them. */
 export async function startTestServer(env: Record<string, string> = {}) {
   const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
-  // Audit is off unless a test asks for it: PGlite's first start (initdb) costs seconds of CPU.
+  // Audit is off unless a test asks for it (its writer thread and store are not what most tests are about).
   const server = await startServer(
     loadConfig({
       PORT: '0',

@@ -36,6 +36,12 @@ let deadLettered = 0;
 let lastError: string | null = null;
 let batchSeconds: number[] = [];
 let closing: { deadline: number } | undefined;
+/**
+ * When the oldest record not yet in the store was appended (performance.now()), while new records gather
+ * into a batch for up to flushMs; -Infinity for records found in the log at start, or left over after a
+ * batch (they have waited already): those go at once.
+ */
+let oldestPendingAt: number | undefined;
 /** Wakes the store loop: new records, or close. */
 let wake: (() => void) | undefined;
 const nudge = () => {
@@ -92,6 +98,7 @@ port.on('message', (m: ToWriter) => {
     takenBytes += m.bytes;
     const before = { ...segments.dropped };
     const appended = segments.append(new Uint8Array(m.buffer, 0, m.bytes));
+    if (appended > 0 && backlog === 0) oldestPendingAt ??= performance.now();
     backlog += appended;
     if (appended < m.count) {
       const reason =
@@ -109,6 +116,9 @@ port.on('message', (m: ToWriter) => {
     statusDirty = true;
     nudge();
   } else if (m.op === 'close') {
+    // Everything taken is on disk before anything else: a store call that hangs past the deadline ends
+    // with this thread terminated, and what it held must not depend on it.
+    segments.sync();
     closing = { deadline: m.deadline };
     nudge();
   }
@@ -159,6 +169,7 @@ async function connect(): Promise<boolean> {
     const saved = await store.progress(init.writer);
     position = saved ?? segments.start;
     backlog = segments.countFrom(position);
+    oldestPendingAt = backlog > 0 ? Number.NEGATIVE_INFINITY : undefined;
     connected = true;
     everConnected = true;
     lastError = null;
@@ -198,12 +209,14 @@ const pastDeadline = () => closing !== undefined && Date.now() >= closing.deadli
 
 /** Batches from the log to the store, for as long as the thread runs (or until the close deadline). */
 async function storeLoop() {
-  let waitingSince = 0;
   for (;;) {
     if (closing && (pastDeadline() || backlog === 0)) return;
     if (!connected) {
       if (!(await connect())) {
-        await sleep(closing ? Math.min(init.retryMs, closing.deadline - Date.now()) : init.retryMs);
+        // Closing with the store down: its records are safe in the log (fsynced below); waiting out the
+        // outage would only hold the shutdown.
+        if (closing) return;
+        await sleep(init.retryMs);
         continue;
       }
     }
@@ -211,16 +224,14 @@ async function storeLoop() {
       await sleep(closing ? 0 : init.flushMs);
       continue;
     }
-    // Gather a full batch, or wait flushMs for one (not while closing).
+    // Gather a full batch, or wait until the oldest record has waited flushMs (not while closing).
     if (!closing && backlog < init.batchRows) {
-      if (waitingSince === 0) waitingSince = performance.now();
-      const left = init.flushMs - (performance.now() - waitingSince);
+      const left = init.flushMs - (performance.now() - (oldestPendingAt ?? performance.now()));
       if (left > 0) {
         await sleep(left);
         continue;
       }
     }
-    waitingSince = 0;
     let batch: ReadBatch;
     try {
       batch = segments.read(position!, init.batchRows, init.batchBytes);
@@ -239,13 +250,15 @@ async function storeLoop() {
       await write(batch.payloads, batch.ends);
       position = batch.next;
       backlog = Math.max(0, backlog - batch.payloads.length);
+      oldestPendingAt = backlog > 0 ? Number.NEGATIVE_INFINITY : undefined;
       segments.release(position);
       statusDirty = true;
       await retain();
     } catch (err) {
       failed += batch.payloads.length;
       down(err);
-      await sleep(closing ? Math.min(init.retryMs, closing.deadline - Date.now()) : init.retryMs);
+      if (closing) return;
+      await sleep(init.retryMs);
     }
   }
 }

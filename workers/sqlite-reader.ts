@@ -45,7 +45,11 @@ parentPort!.on('message', (req: SqliteRequest) => {
       const stmt = db.prepare(req.sql);
       // Numbered parameters (?1, ?2…) bind by name in better-sqlite3: { 1: …, 2: … }.
       const bound = /\?\d/.test(req.sql) ? [Object.fromEntries(params.map((v, i) => [i + 1, v]))] : params;
-      reply.rows = stmt.reader ? stmt.all(...bound) : (stmt.run(...bound), []);
+      if (stmt.reader) reply.rows = stmt.all(...bound);
+      else {
+        stmt.run(...bound);
+        reply.rows = [];
+      }
     }
   } catch (err) {
     reply.error = String((err as Error)?.message ?? err);

@@ -216,6 +216,9 @@ export function createAuditLog(opts: AuditLogOptions) {
     async close(timeoutMs = 10_000) {
       if (closed) return;
       closed = true;
+      // The writer and the timer below keep the process alive until the log is closed: with everything
+      // else closed already, an unreferenced wait would let the process exit mid-close.
+      worker.ref();
       post();
       const deadline = Date.now() + timeoutMs;
       const done = new Promise<number>((resolve) => {
@@ -225,12 +228,14 @@ export function createAuditLog(opts: AuditLogOptions) {
       send({ op: 'close', deadline: deadline - 300 });
       const backlog = await Promise.race([
         done,
-        new Promise<number>((r) => setTimeout(() => r(-1), Math.max(0, deadline - Date.now())).unref()),
+        new Promise<number>((r) => setTimeout(() => r(-1), Math.max(0, deadline - Date.now()))),
       ]);
-      if (backlog > 0) {
+      if (backlog !== 0) {
+        // -1: the store was still busy (a call that hangs) at the deadline, and the writer is ended.
         log?.('warn', 'audit records not yet in the store stay in the log for the next start', {
-          rows: backlog,
+          rows: backlog >= 0 ? backlog : (last?.backlog ?? null),
           dir: init.logDir,
+          ...(backlog < 0 ? { reason: 'the store did not answer before the shutdown deadline' } : {}),
         });
       }
       await worker.terminate();

@@ -120,7 +120,7 @@ describe('segment log', () => {
     log.close();
     const path = join(dir, readdirSync(dir)[0]!);
     const bytes = readFileSync(path);
-    bytes[bytes.length - 1] ^= 0xff; // one flipped byte in the last record's payload
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff; // one flipped byte in the last record's payload
     writeFileSync(path, bytes);
     const reopened = new SegmentLog(dir, { ...opts, segmentBytes: 1 << 20 });
     expect(reopened.dropped.torn).toBe(1);
@@ -139,14 +139,19 @@ describe('segment log', () => {
     const bytes = readFileSync(first);
     const frames: number[] = [];
     for (let o = 0; o < bytes.length; o += 8 + bytes.readUInt32LE(o)) frames.push(o);
-    bytes[frames[2]! + 20] ^= 0xff;
+    bytes[frames[2]! + 20] = bytes[frames[2]! + 20]! ^ 0xff;
     writeFileSync(first, bytes);
     const ids: string[] = [];
     let pos = log.start;
     for (let i = 0; i < 50; i++) {
       const batch = log.read(pos, 100, 1 << 20);
       ids.push(...requestIds(batch.payloads));
-      if (batch.payloads.length === 0 && batch.next.segment === pos.segment && batch.next.offset === pos.offset) break;
+      if (
+        batch.payloads.length === 0 &&
+        batch.next.segment === pos.segment &&
+        batch.next.offset === pos.offset
+      )
+        break;
       pos = batch.next;
     }
     expect(ids.slice(0, 2)).toEqual(['req-0', 'req-1']);

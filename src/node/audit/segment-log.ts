@@ -259,7 +259,11 @@ export class SegmentLog {
           let got = readSync(fd, buf, 0, buf.length, pos.offset);
           if (got >= FRAME_HEADER) {
             const first = buf.readUInt32LE(0);
-            if (first <= MAX_FRAME && FRAME_HEADER + first > got && pos.offset + FRAME_HEADER + first <= size) {
+            if (
+              first <= MAX_FRAME &&
+              FRAME_HEADER + first > got &&
+              pos.offset + FRAME_HEADER + first <= size
+            ) {
               // A record larger than a block: read it whole, alone (unless it would pass the byte bound).
               if (bytes > 0 && bytes + first > maxBytes) {
                 stop = true;
