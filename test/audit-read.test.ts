@@ -100,8 +100,9 @@ describe('GET /audit', () => {
 });
 
 describe('large records', () => {
-  it('an include_io page stops at 16 MiB of inputs and outputs and says it was cut short', async () => {
-    // Seven 2.5 MB batch records (17.5 MB): at most seven fit in one page, and the page says so.
+  it('an include_io page stops at 2 MiB of stored inputs and outputs and says it was cut short', async () => {
+    // Seven batch records of 9,000 rows (0.86 MB stored each, 6 MB in all; ~5 MB of JSON each): a page holds
+    // the ones within 2 MiB, and says so.
     const instances = Array.from({ length: 9000 }, (_, r) =>
       Array.from({ length: 20 }, (_, k) => ((r * 20 + k) % 977) / 3.7),
     );

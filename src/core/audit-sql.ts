@@ -129,8 +129,11 @@ export const PG_PARTITIONS_SQL = `SELECT c.relname AS name FROM pg_inherits i JO
 const SUMMARY_COLUMNS =
   'id, request_id, time, route, model, model_version, model_sha256, rows, latency_ms, cache, status, client_id, api_key';
 
-/** Most bytes of inputs and outputs one search answers with (`include_io`). */
-export const AUDIT_READ_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * Most bytes of stored inputs and outputs (tensor packs) one search answers with (`include_io`): rendered as
+ * JSON (named features, predictions) a stored byte takes six to eight, so about 16 MB of answer.
+ */
+export const AUDIT_READ_MAX_BYTES = 2 * 1024 * 1024;
 
 export type Dialect = 'postgres' | 'sqlite';
 

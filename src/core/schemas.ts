@@ -541,7 +541,8 @@ export const AuditSearchResult = z
   .object({
     count: z.number(),
     truncated: z.boolean().openapi({
-      description: 'With include_io: the page stopped at 16 MiB of inputs and outputs; narrow the search',
+      description:
+        'With include_io: the page stopped at 2 MiB of stored inputs and outputs (about 16 MB of JSON); narrow the search',
     }),
     records: z.array(AuditEntry),
   })
