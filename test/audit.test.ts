@@ -247,7 +247,6 @@ it('on shutdown writes every record the store takes, and keeps the rest in the l
     AUDIT_DIR: auditDir,
     AUDIT_FLUSH_MS: '60000',
     AUDIT_BATCH_ROWS: '10000',
-    AUDIT_STORE_TIMEOUT_MS: '1000',
   };
   const first = await startTestServer(env);
   await expect.poll(async () => (await json(await first.get('/health'))).database_connected).toBe(true);

@@ -36,6 +36,8 @@ export async function startTestServer(env: Record<string, string> = {}) {
       POOL_SIZE: '2',
       AUDIT: 'off',
       AUDIT_DIR: auditDir,
+      // Servers in the test process write their access lines to its stdout: warnings and errors only.
+      LOG_LEVEL: 'warn',
       ...(env.MODELS_DIR ? {} : { MODELS_DIR: modelsCopy(), DEFAULT_MODEL: env.DEFAULT_MODEL ?? 'churn' }),
       ...env,
     }),

@@ -7,7 +7,7 @@
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { fixedFields, frameLayout, stringBytes } from '../../core/audit-codec.js';
+import { fixedFields, frameLayout, ID_OFFSET, STRINGS_OFFSET, stringBytes } from '../../core/audit-codec.js';
 import {
   AUDIT_COLUMNS,
   AUDIT_TABLE,
@@ -41,22 +41,12 @@ const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
 const CACHE_TEXT = [null, 'l1', 'l2', 'mixed'];
 const textEncoder = new TextEncoder();
 const CACHE_BYTES = CACHE_TEXT.map((t) => (t === null ? null : textEncoder.encode(t)));
-const REPLACEMENT = Uint8Array.of(0xef, 0xbf, 0xbd);
-
-/** Text without NUL bytes (Postgres text cannot hold them): each becomes U+FFFD. */
-function withoutNul(b: Uint8Array): Uint8Array {
-  if (b.indexOf(0) === -1) return b;
-  const out: number[] = [];
-  for (const x of b) {
-    if (x === 0) out.push(...REPLACEMENT);
-    else out.push(x);
-  }
-  return Uint8Array.from(out);
-}
 
 /**
  * Records as a COPY … (FORMAT binary) stream: the strings and tensor packs are copied byte for byte from the
- * log's frames, numbers written big-endian; nothing is parsed or formatted as text on either side.
+ * log's frames, numbers written big-endian; nothing is parsed or formatted as text on either side. One pass
+ * over each payload, with a DataView per read buffer rather than per record: this runs once per record on
+ * the writer thread, whose CPU is the second core's, shared with the inference workers.
  */
 export function copyBinary(payloads: readonly Uint8Array[]): Uint8Array {
   let size = 19 + 2;
@@ -73,50 +63,111 @@ export function copyBinary(payloads: readonly Uint8Array[]): Uint8Array {
   };
   buf.set([0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00], 0); // PGCOPY\n\377\r\n\0
   o = 11 + 8; // flags and header extension length: zero
-  const bytes = (b: Uint8Array | null) => {
-    ensure(4);
-    if (b === null) {
+  let source: ArrayBufferLike | undefined;
+  let src: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
+  let bytesOf: Uint8Array<ArrayBufferLike> = new Uint8Array(0);
+  /** A text field from the payload at absolute offset `at` (its u32 length first), NUL bytes made U+FFFD. */
+  const text = (at: number): number => {
+    const n = src.getUint32(at, true);
+    if (n === 0xffffffff) {
+      ensure(4);
       view.setInt32(o, -1);
       o += 4;
-      return;
+      return at + 4;
     }
-    ensure(4 + b.byteLength);
-    view.setInt32(o, b.byteLength);
-    buf.set(b, o + 4);
-    o += 4 + b.byteLength;
+    ensure(4 + 3 * n);
+    const lengthAt = o;
+    o += 4;
+    const from = at + 4;
+    if (n <= 96) {
+      for (let i = 0; i < n; i++) {
+        const b = bytesOf[from + i]!;
+        if (b === 0) {
+          // Postgres text cannot hold NUL (a client's request id may carry one): U+FFFD instead.
+          buf[o++] = 0xef;
+          buf[o++] = 0xbf;
+          buf[o++] = 0xbd;
+        } else buf[o++] = b;
+      }
+    } else {
+      const chunk = bytesOf.subarray(from, from + n);
+      if (chunk.indexOf(0) === -1) {
+        buf.set(chunk, o);
+        o += n;
+      } else {
+        for (const b of chunk) {
+          if (b === 0) {
+            buf[o++] = 0xef;
+            buf[o++] = 0xbf;
+            buf[o++] = 0xbd;
+          } else buf[o++] = b;
+        }
+      }
+    }
+    view.setInt32(lengthAt, o - lengthAt - 4);
+    return from + n;
+  };
+  /** A tensor pack at absolute offset `at`, as bytea; returns where it ends. */
+  const pack = (at: number): number => {
+    let e = at;
+    const count = bytesOf[e++]!;
+    for (let t = 0; t < count; t++) {
+      e += 4 + src.getUint32(e, true);
+      const rank = bytesOf[e + 1]!;
+      e += 2 + 4 * rank;
+      e += 4 + src.getUint32(e, true);
+    }
+    const n = e - at;
+    ensure(4 + n);
+    view.setInt32(o, n);
+    buf.set(bytesOf.subarray(at, e), o + 4);
+    o += 4 + n;
+    return e;
   };
   for (const p of payloads) {
-    const rec = frameLayout(p);
-    const f = fixedFields(p);
-    ensure(2 + 4 + 16 + 4 + 8);
+    if (p.buffer !== source) {
+      source = p.buffer;
+      src = new DataView(p.buffer);
+      bytesOf = new Uint8Array(p.buffer);
+    }
+    const base = p.byteOffset;
+    ensure(2 + 20 + 12);
     view.setInt16(o, AUDIT_COLUMNS.length);
-    o += 2;
-    bytes(f.id);
+    view.setInt32(o + 2, 16);
+    buf.set(bytesOf.subarray(base + ID_OFFSET, base + ID_OFFSET + 16), o + 6);
+    o += 22;
     // timestamptz: microseconds since 2000-01-01, as a signed 64-bit integer.
-    const us = Math.round((f.time - PG_EPOCH_MS) * 1000);
+    const us = Math.round((src.getFloat64(base + 8, true) - PG_EPOCH_MS) * 1000);
     const high = Math.floor(us / 2 ** 32);
     view.setInt32(o, 8);
     view.setInt32(o + 4, high);
     view.setUint32(o + 8, us - high * 2 ** 32);
     o += 12;
-    for (let s = 0; s < 5; s++) bytes(withoutNul(stringBytes(rec, s) ?? new Uint8Array(0)));
-    ensure(8 + 8 + 4 + 6);
+    let at = base + STRINGS_OFFSET;
+    for (let s = 0; s < 5; s++) at = text(at); // request_id, route, model, model_version, model_sha256
+    ensure(16 + 4 + 5 + 6);
     view.setInt32(o, 4);
-    view.setInt32(o + 4, f.rows);
+    view.setInt32(o + 4, src.getUint32(base + 4, true));
     view.setInt32(o + 8, 4);
-    view.setFloat32(o + 12, f.latencyMs);
+    view.setFloat32(o + 12, src.getFloat32(base + 16, true));
     o += 16;
-    bytes(CACHE_BYTES[p[1]!] ?? null);
+    const cache = CACHE_BYTES[bytesOf[base + 1]!] ?? null;
+    if (cache === null) {
+      view.setInt32(o, -1);
+      o += 4;
+    } else {
+      view.setInt32(o, cache.length);
+      buf.set(cache, o + 4);
+      o += 4 + cache.length;
+    }
     ensure(6);
     view.setInt32(o, 2);
-    view.setInt16(o + 4, f.status);
+    view.setInt16(o + 4, src.getUint16(base + 2, true));
     o += 6;
-    for (let s = 5; s < 7; s++) {
-      const b = stringBytes(rec, s);
-      bytes(b === null ? null : withoutNul(b));
-    }
-    bytes(p.subarray(rec.input[0], rec.input[1]));
-    bytes(p.subarray(rec.output[0], rec.output[1]));
+    at = text(at); // client_id
+    at = text(at); // api_key
+    at = pack(at); // input
+    pack(at); // output
   }
   ensure(2);
   view.setInt16(o, -1);
