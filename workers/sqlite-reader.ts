@@ -36,7 +36,10 @@ parentPort!.on('message', (req: SqliteRequest) => {
   const reply: SqliteReply = { id: req.id };
   try {
     const db = open();
-    const params = req.params ?? [];
+    // Bytes arrive as Uint8Array (structured clone); better-sqlite3 binds Buffers as BLOBs.
+    const params = (req.params ?? []).map((v) =>
+      v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v,
+    );
     if (params.length === 0 && /;\s*\S/.test(req.sql.trim().replace(/;$/, ''))) {
       // Several statements (a schema): run them all, nothing to return.
       db.exec(req.sql);

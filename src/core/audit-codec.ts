@@ -370,9 +370,17 @@ export function uuidText(b: Uint8Array): string {
 /**
  * Write a UUIDv7 (RFC 9562) for time `ms` into `out` at `at`: 48 bits of milliseconds, then random bits. Ids
  * made in time order sort in time order, so a store's primary key grows at its end instead of at random.
- * `random` supplies 10 random bytes.
+ * `random` supplies 10 random bytes; with `counter` (0..4095), its 12 bits replace the first random ones
+ * (RFC 9562's fixed-length counter, method 1): a writer's ids are then unique and strictly ordered in their
+ * first 64 bits, which the SQLite store uses as its rowid.
  */
-export function writeUuidV7(out: Uint8Array, at: number, ms: number, random: Uint8Array): void {
+export function writeUuidV7(
+  out: Uint8Array,
+  at: number,
+  ms: number,
+  random: Uint8Array,
+  counter?: number,
+): void {
   const t = Math.max(0, Math.floor(ms));
   // 48-bit big-endian milliseconds.
   const high = Math.floor(t / 2 ** 32);
@@ -383,8 +391,8 @@ export function writeUuidV7(out: Uint8Array, at: number, ms: number, random: Uin
   out[at + 3] = (low >>> 16) & 0xff;
   out[at + 4] = (low >>> 8) & 0xff;
   out[at + 5] = low & 0xff;
-  out[at + 6] = 0x70 | (random[0]! & 0x0f);
-  out[at + 7] = random[1]!;
+  out[at + 6] = 0x70 | ((counter === undefined ? random[0]! : counter >>> 8) & 0x0f);
+  out[at + 7] = counter === undefined ? random[1]! : counter & 0xff;
   out[at + 8] = 0x80 | (random[2]! & 0x3f);
   for (let i = 3; i < 10; i++) out[at + 6 + i] = random[i]!;
 }

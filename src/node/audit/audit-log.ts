@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 import type { AuditWriterInit, FromWriter, ToWriter, WriterStatus } from '../../../workers/audit-protocol.js';
 import type { AuditReader, AuditRecord, AuditSink } from '../../core/audit.js';
 import { AuditChunkWriter } from '../../core/audit-codec.js';
-import { type AuditStore, auditByIdSql, auditSearchSql } from '../../core/audit-sql.js';
+import { type AuditStore, auditByIdSql, auditSearchSql, sqliteRowid } from '../../core/audit-sql.js';
 import { compiledWorker } from '../worker-file.js';
 import { createAuditReader } from './audit-reader.js';
 
@@ -256,8 +256,13 @@ function createReader(store: AuditStore, up: () => boolean, lastError: () => str
   return {
     async get(id) {
       requireUp();
-      const param = store.kind === 'postgres' ? id : Buffer.from(id.replaceAll('-', ''), 'hex');
-      return (await store.query<Record<string, unknown>>(auditByIdSql(store.kind), [param]))[0];
+      if (store.kind === 'postgres') {
+        return (await store.query<Record<string, unknown>>(auditByIdSql('postgres'), [id]))[0];
+      }
+      const bytes = Buffer.from(id.replaceAll('-', ''), 'hex');
+      return (
+        await store.query<Record<string, unknown>>(auditByIdSql('sqlite'), [sqliteRowid(bytes), bytes])
+      )[0];
     },
     async search(q) {
       requireUp();

@@ -19,6 +19,7 @@ import {
   partitionName,
   partitionSql,
   SQLITE_SCHEMA_SQL,
+  sqliteRowid,
 } from '../../core/audit-sql.js';
 import type { Position } from './segment-log.js';
 
@@ -349,8 +350,9 @@ export function createSqliteLogStore(opts: { path: string }): LogStore {
       d.pragma('busy_timeout = 5000');
       d.exec(SQLITE_SCHEMA_SQL);
       insert = d.prepare(
-        `INSERT OR IGNORE INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')})`,
+        `INSERT INTO ${AUDIT_TABLE} (rowid, ${AUDIT_COLUMNS.join(', ')}) VALUES (?, ${AUDIT_COLUMNS.map(() => '?').join(', ')})`,
       );
+      const sameId = d.prepare(`SELECT id FROM ${AUDIT_TABLE} WHERE rowid = ?`).pluck();
       progressStmt = d.prepare(
         `INSERT INTO ${PROGRESS_TABLE} (writer, segment, "offset", at) VALUES (?, ?, ?, ?)
          ON CONFLICT (writer) DO UPDATE SET segment = excluded.segment, "offset" = excluded."offset", at = excluded.at`,
@@ -359,7 +361,7 @@ export function createSqliteLogStore(opts: { path: string }): LogStore {
         for (const p of payloads) {
           const rec = frameLayout(p);
           const f = fixedFields(p);
-          insert!.run(
+          const values = [
             f.id,
             Math.round(f.time),
             text(rec, 0),
@@ -375,7 +377,17 @@ export function createSqliteLogStore(opts: { path: string }): LogStore {
             text(rec, 6),
             p.subarray(rec.input[0], rec.input[1]),
             p.subarray(rec.output[0], rec.output[1]),
-          );
+          ];
+          const rowid = sqliteRowid(f.id);
+          try {
+            insert!.run(rowid, ...values);
+          } catch (err) {
+            if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err;
+            // The same record again (a position lost with a store): written once. Another record under
+            // that rowid (ids from a clock that stepped back across a restart): kept, under the next rowid.
+            if (Buffer.from(sameId.get(rowid) as Uint8Array).equals(f.id)) continue;
+            insert!.run(null, ...values);
+          }
         }
         progressStmt!.run(writer, to.segment, to.offset, Date.now());
       });

@@ -68,6 +68,9 @@ export class SegmentLog {
   #unsynced = false;
   readonly #random = Buffer.alloc(4096);
   #randomAt = this.#random.length;
+  /** The last id's millisecond and counter: ids are strictly increasing (see writeUuidV7). */
+  #lastMs = 0;
+  #counter = 0;
   /** Records dropped, by reason: what the store will never see. */
   readonly dropped: Record<DropReason, number> = { disk_full: 0, log_full: 0, torn: 0 };
 
@@ -194,7 +197,18 @@ export class SegmentLog {
     for (let o = 0; o + FRAME_HEADER <= chunk.byteLength; ) {
       const length = view.getUint32(o, true);
       const payload = chunk.subarray(o + FRAME_HEADER, o + FRAME_HEADER + length);
-      writeUuidV7(payload, ID_OFFSET, view.getFloat64(o + FRAME_HEADER + 8, true), this.#random10());
+      // Strictly increasing ids: the same millisecond counts on; a clock that steps back keeps the last one;
+      // past 4,096 in one millisecond, the next millisecond's.
+      let ms = Math.floor(view.getFloat64(o + FRAME_HEADER + 8, true));
+      if (ms <= this.#lastMs) {
+        ms = this.#lastMs;
+        if (++this.#counter > 0xfff) {
+          ms++;
+          this.#counter = 0;
+        }
+      } else this.#counter = 0;
+      this.#lastMs = ms;
+      writeUuidV7(payload, ID_OFFSET, ms, this.#random10(), this.#counter);
       view.setUint32(o + 4, crc32(payload), true);
       o += FRAME_HEADER + length;
       count++;
