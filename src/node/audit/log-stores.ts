@@ -7,7 +7,7 @@
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { fixedFields, frameLayout, ID_OFFSET, STRINGS_OFFSET, stringBytes } from '../../core/audit-codec.js';
+import { fixedFields, ID_OFFSET, STRINGS_OFFSET } from '../../core/audit-codec.js';
 import {
   AUDIT_COLUMNS,
   AUDIT_TABLE,
@@ -19,7 +19,6 @@ import {
   partitionName,
   partitionSql,
   SQLITE_SCHEMA_SQL,
-  sqliteRowid,
 } from '../../core/audit-sql.js';
 import type { Position } from './segment-log.js';
 
@@ -322,23 +321,75 @@ export function createSqliteLogStore(opts: { path: string }): LogStore {
   let insert: Database.Statement | undefined;
   let progressStmt: Database.Statement | undefined;
   let tx: ((payloads: readonly Uint8Array[], to: Position, writer: string) => void) | undefined;
-  const decoder = new TextDecoder();
-  /** The last bytes and text of each repeated string field (route, model, version, sha256). */
-  const last: { bytes: Buffer | null; text: string | null }[] = Array.from({ length: 7 }, () => ({
-    bytes: null,
-    text: null,
-  }));
-  const text = (rec: ReturnType<typeof frameLayout>, field: number): string | null => {
-    const b = stringBytes(rec, field);
-    if (b === null) return null;
-    const seen = last[field]!;
-    if (seen.bytes?.equals(b)) return seen.text;
-    const t = decoder.decode(b);
-    if (field >= 1 && field <= 4) {
-      seen.bytes = Buffer.from(b);
-      seen.text = t;
+  /**
+   * The repeated string fields (route, model, version, sha256): their last bytes and text, compared in place
+   * rather than decoded again. Everything here runs once per record on the writer thread (one pass over the
+   * payload, no intermediate objects): this store's own work is what the embedded default costs.
+   */
+  const seenBytes: (Buffer | null)[] = [null, null, null, null, null, null, null];
+  const seenText: (string | null)[] = [null, null, null, null, null, null, null];
+  let at = 0;
+  /** The string at `at` in payload `p` (a Buffer): its text, or null; `at` moves past it. */
+  const text = (p: Buffer, field: number): string | null => {
+    const n = p.readUInt32LE(at);
+    const from = at + 4;
+    if (n === 0xffffffff) {
+      at = from;
+      return null;
     }
-    return t;
+    at = from + n;
+    if (field >= 1 && field <= 4) {
+      const seen = seenBytes[field];
+      if (seen && seen.length === n && seen.compare(p, from, from + n) === 0) return seenText[field]!;
+      seenBytes[field] = Buffer.from(p.subarray(from, from + n));
+      seenText[field] = p.toString('utf8', from, from + n);
+      return seenText[field]!;
+    }
+    return p.toString('utf8', from, from + n);
+  };
+  /** Past the tensor pack at `at`: its end. */
+  const packEnd = (p: Buffer): number => {
+    let e = at;
+    const count = p[e++]!;
+    for (let t = 0; t < count; t++) {
+      e += 4 + p.readUInt32LE(e);
+      const rank = p[e + 1]!;
+      e += 2 + 4 * rank;
+      e += 4 + p.readUInt32LE(e);
+    }
+    return e;
+  };
+  const insertRow = (rowid: bigint | null, p: Buffer) => {
+    at = STRINGS_OFFSET;
+    const requestId = text(p, 0);
+    const route = text(p, 1);
+    const model = text(p, 2);
+    const version = text(p, 3);
+    const sha = text(p, 4);
+    const client = text(p, 5);
+    const key = text(p, 6);
+    const inputAt = at;
+    at = packEnd(p);
+    const outputAt = at;
+    const end = packEnd(p);
+    insert!.run(
+      rowid,
+      p.subarray(ID_OFFSET, ID_OFFSET + 16),
+      Math.round(p.readDoubleLE(8)),
+      requestId,
+      route,
+      model,
+      version,
+      sha,
+      p.readUInt32LE(4),
+      p.readFloatLE(16),
+      CACHE_TEXT[p[1]!] ?? null,
+      p.readUInt16LE(2),
+      client,
+      key,
+      p.subarray(inputAt, outputAt),
+      p.subarray(outputAt, end),
+    );
   };
   return {
     kind: 'sqlite',
@@ -358,35 +409,19 @@ export function createSqliteLogStore(opts: { path: string }): LogStore {
          ON CONFLICT (writer) DO UPDATE SET segment = excluded.segment, "offset" = excluded."offset", at = excluded.at`,
       );
       tx = d.transaction((payloads: readonly Uint8Array[], to: Position, writer: string) => {
-        for (const p of payloads) {
-          const rec = frameLayout(p);
-          const f = fixedFields(p);
-          const values = [
-            f.id,
-            Math.round(f.time),
-            text(rec, 0),
-            text(rec, 1),
-            text(rec, 2),
-            text(rec, 3),
-            text(rec, 4),
-            f.rows,
-            f.latencyMs,
-            CACHE_TEXT[p[1]!] ?? null,
-            f.status,
-            text(rec, 5),
-            text(rec, 6),
-            p.subarray(rec.input[0], rec.input[1]),
-            p.subarray(rec.output[0], rec.output[1]),
-          ];
-          const rowid = sqliteRowid(f.id);
+        for (const payload of payloads) {
+          const p = payload as Buffer; // views into the Buffer the log was read into
+          // The id's first 64 bits, big-endian: this record's rowid (see SQLITE_SCHEMA_SQL).
+          const rowid = p.readBigInt64BE(ID_OFFSET);
           try {
-            insert!.run(rowid, ...values);
+            insertRow(rowid, p);
           } catch (err) {
             if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err;
             // The same record again (a position lost with a store): written once. Another record under
             // that rowid (ids from a clock that stepped back across a restart): kept, under the next rowid.
-            if (Buffer.from(sameId.get(rowid) as Uint8Array).equals(f.id)) continue;
-            insert!.run(null, ...values);
+            const there = sameId.get(rowid) as Uint8Array;
+            if (p.compare(there, 0, 16, ID_OFFSET, ID_OFFSET + 16) === 0) continue;
+            insertRow(null, p);
           }
         }
         progressStmt!.run(writer, to.segment, to.offset, Date.now());
