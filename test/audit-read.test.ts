@@ -20,10 +20,10 @@ for (const store of ['postgres', 'sqlite'] as const) {
     let server: Awaited<ReturnType<typeof startTestServer>>;
     let db: Awaited<ReturnType<typeof freshDatabase>> | undefined;
     beforeAll(async () => {
-      const where: Record<string, string> =
-        store === 'postgres'
-          ? { DATABASE_URL: (db = await freshDatabase('auditread')).url }
-          : { AUDIT_DIR: mkdtempSync(join(tmpdir(), 'audit-read-')) };
+      if (store === 'postgres') db = await freshDatabase('auditread');
+      const where: Record<string, string> = db
+        ? { DATABASE_URL: db.url }
+        : { AUDIT_DIR: mkdtempSync(join(tmpdir(), 'audit-read-')) };
       server = await startTestServer({ AUDIT: 'on', ...where, AUDIT_FLUSH_MS: '20', API_KEYS });
       Object.assign(server, client(server.url, asAdmin));
       await server.audit!.ready;
