@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateKey, keyDigestHex, keyLine } from '../../src/core/index.js';
 import { uniquePredictBody } from './bodies.js';
-import { groupPids, load, median, settle, startProcess } from './harness.js';
+import { groupPids, load, median, settle, startServerProcess, warmUp } from './harness.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -45,30 +45,12 @@ const add = (m: Record<string, number[]>, name: string, x: number) => {
   m[name] = [...(m[name] ?? []), x];
 };
 try {
-  for (const s of specs) {
-    procs.push(
-      await startProcess({
-        name: s.name,
-        cmd: process.execPath,
-        args: [join(ROOT, 'dist/src/node/main.js')],
-        env: { PORT: String(s.port), ...s.env },
-        url: `http://127.0.0.1:${s.port}`,
-        readyPath: '/health/ready',
-        timeoutMs: 120_000,
-      }),
-    );
-  }
-  for (const [i, p] of procs.entries()) {
-    await load({
-      url: p.url,
-      path: '/predict',
-      connections: 50,
-      seconds: 3,
-      body: uniquePredictBody,
-      serverPids: [],
-      headers: specs[i]!.headers,
-    });
-  }
+  for (const s of specs) procs.push(await startServerProcess(s.name, s.port, s.env, ROOT));
+  await warmUp(
+    procs,
+    uniquePredictBody,
+    specs.map((s) => s.headers),
+  );
   for (const connections of [50, 100]) {
     const rps: Record<string, number[]> = {};
     const p99: Record<string, number[]> = {};

@@ -23,19 +23,11 @@ import { AuditChunkWriter, decodeRecord } from '../../src/core/audit-codec.js';
 import { AUDIT_COLUMNS, AUDIT_TABLE, dayOf, PG_SCHEMA_SQL, partitionSql } from '../../src/core/audit-sql.js';
 import { copyBinary, createPgLogStore, createSqliteLogStore } from '../../src/node/audit/log-stores.js';
 import { SegmentLog } from '../../src/node/audit/segment-log.js';
+import { CHURN_FEATURES } from './bodies.js';
+import { benchDatabase } from './harness.js';
 
 const N = Number(process.env.BENCH_RECORDS ?? 50_000);
 const BATCH = 1000;
-const PG_ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
-const FEATURES = [
-  'tenure_months',
-  'monthly_charges',
-  'total_charges',
-  'contract_length',
-  'num_products',
-  'support_tickets',
-  'satisfaction_score',
-];
 
 const cpuMs = () => {
   const u = process.cpuUsage();
@@ -86,7 +78,7 @@ const asJson = (r: AuditRecord) => {
     model: r.model,
     model_version: r.model_version,
     model_sha256: r.model_sha256,
-    input: Object.fromEntries(FEATURES.map((f, k) => [f, x[k]])),
+    input: Object.fromEntries(CHURN_FEATURES.map((f, k) => [f, x[k]])),
     output: {
       prediction: 0,
       label: 'stays',
@@ -101,6 +93,14 @@ const asJson = (r: AuditRecord) => {
     api_key: null,
   });
 };
+
+/** The audit table as it was before the log (jsonb inputs), and its insert: for the before figures. */
+const BEFORE_DDL = `CREATE TABLE before_audit (id uuid PRIMARY KEY, request_id text NOT NULL, time timestamptz NOT NULL,
+    route text NOT NULL, model text NOT NULL, model_version text NOT NULL, model_sha256 text NOT NULL, input jsonb NOT NULL,
+    output jsonb NOT NULL, rows integer NOT NULL, latency_ms double precision NOT NULL, cache text, status smallint NOT NULL,
+    client_id text, api_key text);
+    CREATE INDEX ON before_audit (time); CREATE INDEX ON before_audit (model, model_version, time); CREATE INDEX ON before_audit (request_id);`;
+const insert = `INSERT INTO before_audit SELECT * FROM jsonb_populate_recordset(NULL::before_audit, $1::jsonb) ON CONFLICT (id) DO NOTHING`;
 
 console.log(`${N} records, batches of ${BATCH}`);
 
@@ -191,16 +191,8 @@ async function timed(label: string, fn: () => Promise<number>) {
 }
 
 // --- Postgres
-async function freshDb(name: string) {
-  const a = new pg.Client({ connectionString: PG_ADMIN });
-  await a.connect();
-  await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await a.query(`CREATE DATABASE ${name}`);
-  await a.end();
-  return PG_ADMIN.replace(/\/[^/]*$/, `/${name}`);
-}
 {
-  const url = await freshDb('bench_audit_stores');
+  const url = await benchDatabase('bench_audit_stores');
   const store = createPgLogStore({ url, timeoutMs: 30_000 });
   await store.connect();
   await store.write(batches[0]!, { segment: 1, offset: 0 }, 'bench'); // partition made, connection warm
@@ -237,13 +229,8 @@ async function freshDb(name: string) {
   await store.close();
 
   // Before: the JSON records inserted as one jsonb document per batch.
-  await probe.query(`CREATE TABLE before_audit (id uuid PRIMARY KEY, request_id text NOT NULL, time timestamptz NOT NULL,
-    route text NOT NULL, model text NOT NULL, model_version text NOT NULL, model_sha256 text NOT NULL, input jsonb NOT NULL,
-    output jsonb NOT NULL, rows integer NOT NULL, latency_ms double precision NOT NULL, cache text, status smallint NOT NULL,
-    client_id text, api_key text);
-    CREATE INDEX ON before_audit (time); CREATE INDEX ON before_audit (model, model_version, time); CREATE INDEX ON before_audit (request_id);`);
+  await probe.query(BEFORE_DDL);
   const json = records.map(asJson);
-  const insert = `INSERT INTO before_audit SELECT * FROM jsonb_populate_recordset(NULL::before_audit, $1::jsonb) ON CONFLICT (id) DO NOTHING`;
   const p0 = ticksOf(Number((await probe.query('SELECT pg_backend_pid() AS p')).rows[0].p));
   const c2 = cpuMs();
   for (let i = 0; i < N; i += BATCH) await probe.query(insert, [`[${json.slice(i, i + BATCH).join(',')}]`]);
@@ -257,13 +244,8 @@ async function freshDb(name: string) {
 // --- PGlite: as it was (jsonb), and with the new schema through COPY binary
 {
   const db = await PGlite.create(join(mkdtempSync(join(tmpdir(), 'bench-pglite-')), 'db'));
-  await db.exec(`CREATE TABLE before_audit (id uuid PRIMARY KEY, request_id text NOT NULL, time timestamptz NOT NULL,
-    route text NOT NULL, model text NOT NULL, model_version text NOT NULL, model_sha256 text NOT NULL, input jsonb NOT NULL,
-    output jsonb NOT NULL, rows integer NOT NULL, latency_ms double precision NOT NULL, cache text, status smallint NOT NULL,
-    client_id text, api_key text);
-    CREATE INDEX ON before_audit (time); CREATE INDEX ON before_audit (model, model_version, time); CREATE INDEX ON before_audit (request_id);`);
+  await db.exec(BEFORE_DDL);
   const json = records.map(asJson);
-  const insert = `INSERT INTO before_audit SELECT * FROM jsonb_populate_recordset(NULL::before_audit, $1::jsonb) ON CONFLICT (id) DO NOTHING`;
   let c = cpuMs();
   for (let i = 0; i < N; i += BATCH) await db.query(insert, [`[${json.slice(i, i + BATCH).join(',')}]`]);
   console.log(`PGlite jsonb (before):    ${perRecord(cpuMs() - c)} cpu/record`);

@@ -15,26 +15,15 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { uniquePredictBody } from './bodies.js';
-import { groupPids, load, median, settle, startProcess } from './harness.js';
+import { benchDatabase, groupPids, load, median, settle, startServerProcess, warmUp } from './harness.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '50,100').split(',').map(Number);
 const REDIS = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const PG_ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
 const BEFORE = process.env.BEFORE_DIR;
-
-async function database(name: string): Promise<string> {
-  const c = new pg.Client({ connectionString: PG_ADMIN });
-  await c.connect();
-  await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
-  return PG_ADMIN.replace(/\/[^/]*$/, `/${name}`);
-}
 
 /** CPU seconds of every `postgres` process on the machine (the server and its background workers). */
 function postgresCpuSeconds(): number {
@@ -79,7 +68,7 @@ const specs: Spec[] = [
     postgres: true,
     env: async () => ({
       AUDIT_DIR: dir('postgres'),
-      DATABASE_URL: await database('bench_audit_after'),
+      DATABASE_URL: await benchDatabase('bench_audit_after'),
       REDIS_URL: `${REDIS}/8`,
     }),
   },
@@ -100,7 +89,7 @@ if (BEFORE) {
       postgres: true,
       env: async () => ({
         AUDIT_DIR: dir('postgres-before'),
-        DATABASE_URL: await database('bench_audit_before'),
+        DATABASE_URL: await benchDatabase('bench_audit_before'),
         REDIS_URL: `${REDIS}/9`,
       }),
     },
@@ -113,28 +102,9 @@ const add = (m: Record<string, number[]>, name: string, x: number) => {
 };
 try {
   for (const s of specs) {
-    procs.push(
-      await startProcess({
-        name: s.name,
-        cmd: process.execPath,
-        args: [join(s.root, 'dist/src/node/main.js')],
-        env: { PORT: String(s.port), LOG_LEVEL: 'warn', ...(await s.env()) },
-        url: `http://127.0.0.1:${s.port}`,
-        readyPath: '/health/ready',
-        timeoutMs: 120_000,
-      }),
-    );
+    procs.push(await startServerProcess(s.name, s.port, { LOG_LEVEL: 'warn', ...(await s.env()) }, s.root));
   }
-  for (const p of procs) {
-    await load({
-      url: p.url,
-      path: '/predict',
-      connections: 50,
-      seconds: 3,
-      body: uniquePredictBody,
-      serverPids: [],
-    });
-  }
+  await warmUp(procs, uniquePredictBody);
   for (const connections of CONNECTIONS) {
     const rps: Record<string, number[]> = {};
     const p99: Record<string, number[]> = {};

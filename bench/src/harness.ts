@@ -2,6 +2,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
+import pg from 'pg';
 
 export interface Proc {
   name: string;
@@ -182,3 +183,48 @@ export const median = (xs: number[]) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
+
+/** The machine's Postgres, as benches reach it (BENCH_DATABASE_URL), for databases of their own. */
+export const PG_ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
+
+/** A database dropped (if left by an earlier run) and made afresh; its URL. */
+export async function benchDatabase(name: string): Promise<string> {
+  const c = new pg.Client({ connectionString: PG_ADMIN });
+  await c.connect();
+  await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  return PG_ADMIN.replace(/\/[^/]*$/, `/${name}`);
+}
+
+/** This checkout's server (or another checkout's, `root`), as `npm start` runs it, on `port`. */
+export function startServerProcess(name: string, port: number, env: Record<string, string>, root: string) {
+  return startProcess({
+    name,
+    cmd: process.execPath,
+    args: [`${root}/dist/src/node/main.js`],
+    env: { PORT: String(port), ...env },
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/health/ready',
+    timeoutMs: 120_000,
+  });
+}
+
+/** A few seconds of load on each server first, so no round measures a cold start. */
+export async function warmUp(
+  procs: readonly Proc[],
+  body: () => string,
+  headers: Record<string, string>[] = [],
+) {
+  for (const [i, p] of procs.entries()) {
+    await load({
+      url: p.url,
+      path: '/predict',
+      connections: 50,
+      seconds: 3,
+      body,
+      serverPids: [],
+      headers: headers[i],
+    });
+  }
+}

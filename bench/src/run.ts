@@ -6,9 +6,8 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { batchBodies, hotSetBody, uniquePredictBody, zipfBody } from './bodies.js';
-import { groupPids, load, type Proc, settle, startProcess } from './harness.js';
+import { benchDatabase, groupPids, load, type Proc, settle, startProcess } from './harness.js';
 import { type Run, writeReport } from './report.js';
 
 const quick = process.argv.includes('--quick');
@@ -24,7 +23,6 @@ const WARMUP = quick ? 1 : 3;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 3));
 const CONNECTIONS = quick ? [20] : [50, 100];
 const REDIS = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const PG_ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
 
 interface ServerSpec {
   name: string;
@@ -46,15 +44,6 @@ const node = (name: string, port: number, env: Record<string, string>): ServerSp
       timeoutMs: 120_000,
     }),
 });
-
-async function benchDatabase(name: string): Promise<string> {
-  const c = new pg.Client({ connectionString: PG_ADMIN });
-  await c.connect();
-  await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
-  return PG_ADMIN.replace(/\/[^/]*$/, `/${name}`);
-}
 
 const ourDb = await benchDatabase('bench_onnxserve');
 const peerDb = await benchDatabase('bench_peer');
