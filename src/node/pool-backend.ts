@@ -75,12 +75,33 @@ export function createPoolBackend(
       else a.idle.push(resolve);
     });
 
+  /**
+   * Pools still starting, each with its cancel flag: closing the backend sets the flags and waits for these
+   * to settle, so no worker is ended inside onnxruntime's session creation (which aborts the whole process:
+   * "terminate called after throwing an instance of 'Napi::Error'", 3 SIGTERMs in 8 during a 48-worker
+   * start-up exited with SIGABRT instead of 0).
+   */
+  const starting = new Map<Promise<unknown>, Int32Array>();
+
   /** A pool whose every worker holds (warmed) sessions of `models`, and what they take and give. */
-  async function startPool(models: readonly ModelSource[]) {
+  function startPool(models: readonly ModelSource[]) {
+    const cancel = new Int32Array(new SharedArrayBuffer(4));
+    const started = startPoolWith(models, cancel);
+    const settled = started.then(
+      () => {},
+      () => {},
+    );
+    starting.set(settled, cancel);
+    void settled.then(() => starting.delete(settled));
+    return started;
+  }
+
+  async function startPoolWith(models: readonly ModelSource[], cancel: Int32Array) {
     const workerData: WorkerInit = {
       models: models.map((m) => ({ id: m.id, ...(m.path ? { path: m.path } : { bytes: m.bytes }) })),
       intraOpNumThreads: options.intraOpNumThreads ?? 1,
       warmup: options.warmup ?? true,
+      cancel: cancel.buffer as SharedArrayBuffer,
     };
     const p = new Piscina<WorkerTask, DescribeResult | RunReply | undefined>({
       filename: options.workerFile ?? compiledWorker('onnx-worker.js'),
@@ -102,8 +123,8 @@ export function createPoolBackend(
     // Until the pool is ready every worker error is handled by the wait below, and the first one ends it:
     // a second worker failing in the same turn (every worker fails alike on a corrupt model file) must not
     // reach an 'error' event with no listener, which would throw in the process.
-    const starting = () => {};
-    p.on('error', starting);
+    const whileStarting = () => {};
+    p.on('error', whileStarting);
     // Each worker posts a ready message once its sessions are created and warmed. (Piscina's own
     // `workerCreate` fires for the first workers before their start-up has run, so it cannot tell.)
     await new Promise<void>((resolve, reject) => {
@@ -145,7 +166,11 @@ export function createPoolBackend(
       throw err;
     });
     p.on('error', (err) => log('error', 'worker error', { error: String(err) }));
-    p.off('error', starting);
+    p.off('error', whileStarting);
+    if (closed) {
+      await p.destroy();
+      throw new Error('the pool backend closed while models were loading');
+    }
     const described = (await p.run({ op: 'describe' })) as DescribeResult;
     return { pool: p, signatures: new Map<string, ModelSignature>(Object.entries(described)) };
   }
@@ -156,6 +181,10 @@ export function createPoolBackend(
     async load(models: readonly ModelSource[]) {
       if (pool) throw new Error('the pool backend loads its models once; use replace() to change them');
       const started = await startPool(models);
+      if (closed) {
+        await started.pool.destroy();
+        throw new Error('the pool backend closed while models were loading');
+      }
       pool = started.pool;
       poolModels = new Set(models.map((m) => m.id));
       return started.signatures;
@@ -305,6 +334,9 @@ export function createPoolBackend(
     async close() {
       closed = true;
       clearInterval(watchdog);
+      // Pools still starting: workers yet to load load nothing; those loading finish, then all are ended.
+      for (const cancel of starting.values()) Atomics.store(cancel, 0, 1);
+      await Promise.all(starting.keys());
       const p = pool;
       pool = undefined;
       await p?.close();

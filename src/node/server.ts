@@ -430,7 +430,12 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     const force = setTimeout(() => server.closeAllConnections(), Math.max(0, deadline - performance.now()));
     await closed;
     clearTimeout(force);
-    await backend.close();
+    // A pool still starting (SIGTERM during start-up) closes once its loading workers are done, within what
+    // is left of SHUTDOWN_TIMEOUT_MS.
+    await Promise.race([
+      backend.close(),
+      sleep(Math.max(0, deadline - performance.now()), undefined, { ref: false }),
+    ]);
     // Every answered request's record is written, or spooled to disk and fsynced, before exit, and within
     // SHUTDOWN_TIMEOUT_MS: a store that stopped answering is given what time is left (less a margin for the
     // spool's own writes), then its records are spooled.
