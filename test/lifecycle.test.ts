@@ -427,6 +427,27 @@ describe('model lifecycle', () => {
     }
   }, 120_000);
 
+  it('a restart runs the shadow traffic.json names, and compares it afresh', async () => {
+    await send(server, 'PUT', '/models/churn/traffic', { shadow: { version: '1' } });
+    const again = await startTestServer({ MODELS_DIR: dir, DEFAULT_MODEL: 'churn', API_KEYS });
+    try {
+      expect((await send(again, 'GET', '/models/churn/traffic')).body.policy).toMatchObject({
+        shadow: { version: '1', sample: 1 },
+      });
+      await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          client(again.url).post('/predict', { features: row(i), use_cache: false }),
+        ),
+      );
+      await expect
+        .poll(async () => (await send(again, 'GET', '/models/churn/shadow')).body, { timeout: 5000 })
+        .toMatchObject({ shadow_version: '1', requests: 20, failures: 0 });
+    } finally {
+      await again.close();
+      await send(server, 'PUT', '/models/churn/traffic', {});
+    }
+  }, 120_000);
+
   it('npm run models -- promote NAME VERSION STAGE: the same change from a shell', async () => {
     const run = (args: string[], env: Record<string, string>) =>
       promisify(execFile)(process.execPath, [join(ROOT, 'scripts', 'models.mjs'), ...args], {
