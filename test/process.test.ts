@@ -94,9 +94,9 @@ describe('process', () => {
     // Load was flowing at SIGTERM (20 a second and more, even with both cores busy elsewhere).
     expect(before).toBeGreaterThan(20);
     expect(readiness).toBe(503);
-    // Requests sent after SIGTERM were answered, on open connections and new ones alike, and told the
-    // client to reconnect; none was refused: the server listened until the balancer had let it go.
-    expect(closing).toBeGreaterThan(50);
+    // Every client was answered after SIGTERM and told to close its connection; none was refused: the server
+    // listened until the balancer had let it go.
+    expect(closing).toBeGreaterThanOrEqual(50);
     expect(refused).toBe(0);
     // The delay was kept, and the whole shutdown stayed within SHUTDOWN_TIMEOUT_MS (10 s by default).
     expect(exitMs).toBeGreaterThan(3000);
