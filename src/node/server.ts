@@ -419,12 +419,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     // connections for a while after SIGTERM (Kubernetes removes the pod's endpoint while it signals it), so
     // first keep accepting for SHUTDOWN_DELAY_MS, not ready and telling every client to close, until new
     // connections stop coming. A server that never became ready has no traffic to wait out.
-    if (config.shutdownDelayMs > 0 && ready) {
-      await sleep(config.shutdownDelayMs);
-      // Close right after an I/O poll, which accepted every connection queued by then: from a timer, the
-      // listener would close before this turn's poll accepts those that queued while the loop was busy.
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    if (config.shutdownDelayMs > 0 && ready) await sleep(config.shutdownDelayMs);
     // Then stop listening, but keep open connections: closing an idle keep-alive connection races its
     // client's next request (a client whose request is already on the wire sees a reset; even closing only
     // connections idle for 250 ms did, on a loaded machine). Instead a request arriving on an open
