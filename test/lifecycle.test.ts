@@ -1,14 +1,15 @@
 /**
  * Stages, traffic policies and shadow traffic, on a real server with its worker pool, over HTTP:
- *   - load sent without pause while versions are promoted, reloaded, split, rolled back and another model
- *     unloaded and loaded: zero failed requests, each answered by a version live at that moment;
+ *   - load sent without pause while versions are promoted, reloaded, split, rolled back, added and unloaded
+ *     (each a new worker pool) and another model unloaded and loaded: zero failed requests, each answered by
+ *     a version live at that moment;
  *   - an A/B split within ±3 % of its weights over 10,000 requests; sticky callers keep their version;
  *   - a shadow never changes an answer, and is compared;
  *   - stage history in Postgres (who, when, why) and in model.json; a restart serves the same version;
  *   - the CLI (`npm run models -- promote …`), and 4xx for every malformed change.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -147,6 +148,29 @@ describe('model lifecycle', () => {
     await change(['2'], () => send(server, 'POST', '/model/load/2'));
     await change(['2'], () => send(server, 'POST', '/v2/repository/models/iris/unload', {}));
     await change(['2'], () => send(server, 'POST', '/v2/repository/models/iris/load', {}));
+    // A new version put into the repository and loaded (a new worker pool, under load): as staging, it takes
+    // no traffic; promoted, it takes it all; rolled back; then deleted and the model loaded again, which
+    // unloads it (another new pool).
+    const v3 = join(dir, 'churn', '3');
+    cpSync(join(dir, 'churn', '2'), v3, { recursive: true });
+    const meta = JSON.parse(readFileSync(join(v3, 'model.json'), 'utf8'));
+    writeFileSync(
+      join(v3, 'model.json'),
+      JSON.stringify({ ...meta, stage: 'staging', stage_history: [] }, null, 2),
+    );
+    await change(['2'], () => send(server, 'POST', '/v2/repository/models/churn/load', {}));
+    expect(
+      (await json(await server.get('/models/churn'))).versions.map((v: { version: string }) => v.version),
+    ).toEqual(['1', '2', '3']);
+    await change(['3'], () =>
+      send(server, 'POST', '/models/churn/versions/3/stage', { stage: 'production' }),
+    );
+    await change(['2'], () => send(server, 'POST', '/model/load/2'));
+    rmSync(v3, { recursive: true });
+    await change(['2'], () => send(server, 'POST', '/v2/repository/models/churn/load', {}));
+    expect(
+      (await json(await server.get('/models/churn'))).versions.map((v: { version: string }) => v.version),
+    ).toEqual(['1', '2']);
     await change(['2'], () => send(server, 'PUT', '/models/churn/traffic', { shadow: { version: '1' } }));
     await change(['2'], () => send(server, 'PUT', '/models/churn/traffic', {}));
     stop = true;
@@ -156,13 +180,14 @@ describe('model lifecycle', () => {
     const wrong = answers.filter((a) => a.status === 200 && !a.ok);
     console.log(
       `lifecycle under load: ${answers.length} requests, ${failed.length} failed, ${wrong.length} from a version not live; ` +
-        `by version ${JSON.stringify(Object.fromEntries(['1', '2'].map((v) => [v, answers.filter((a) => a.version === v).length])))}`,
+        `by version ${JSON.stringify(Object.fromEntries(['1', '2', '3'].map((v) => [v, answers.filter((a) => a.version === v).length])))}`,
     );
     expect(failed.slice(0, 3)).toEqual([]);
     expect(wrong.slice(0, 3)).toEqual([]);
     expect(answers.length).toBeGreaterThan(500);
     // Both versions answered at some point: the changes took effect under load.
     expect(answers.some((a) => a.version === '1')).toBe(true);
+    expect(answers.some((a) => a.version === '3')).toBe(true);
     expect(answers.at(-1)!.version).toBe('2');
   }, 120_000);
 
@@ -396,6 +421,27 @@ describe('model lifecycle', () => {
       expect(existsSync(join(dir, 'churn', 'traffic.json'))).toBe(false);
       const m = await json(await client(again.url).post('/predict', { features: row(3) }));
       expect(m.model_version).toBe('2');
+    } finally {
+      await again.close();
+      await send(server, 'PUT', '/models/churn/traffic', {});
+    }
+  }, 120_000);
+
+  it('a restart runs the shadow traffic.json names, and compares it afresh', async () => {
+    await send(server, 'PUT', '/models/churn/traffic', { shadow: { version: '1' } });
+    const again = await startTestServer({ MODELS_DIR: dir, DEFAULT_MODEL: 'churn', API_KEYS });
+    try {
+      expect((await send(again, 'GET', '/models/churn/traffic')).body.policy).toMatchObject({
+        shadow: { version: '1', sample: 1 },
+      });
+      await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          client(again.url).post('/predict', { features: row(i), use_cache: false }),
+        ),
+      );
+      await expect
+        .poll(async () => (await send(again, 'GET', '/models/churn/shadow')).body, { timeout: 5000 })
+        .toMatchObject({ shadow_version: '1', requests: 20, failures: 0 });
     } finally {
       await again.close();
       await send(server, 'PUT', '/models/churn/traffic', {});

@@ -1,6 +1,7 @@
 /** The server as `npm start` runs it: a real process, its environment and its signals. */
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
+import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -28,11 +29,17 @@ describe('process', () => {
     await expect(fetch(`${await server.url}/health/live`)).rejects.toThrow();
   });
 
-  it('on SIGTERM under load no client sees a reset or loses its audit record; answers carry Connection: close', async () => {
+  it('on SIGTERM under load, while a balancer still opens connections, no client sees a reset or loses its audit record; answers carry Connection: close', async () => {
     const db = await freshDatabase('drain');
-    const server = start({ AUDIT: 'on', DATABASE_URL: db.url });
+    // A Kubernetes pod's endpoint is removed while the pod is signalled: until the balancers hear of it
+    // (here: once their readiness probe fails), new connections keep coming. Closing the listener then would
+    // reset those the kernel had completed and the server not yet accepted (requests already sent on them):
+    // SHUTDOWN_DELAY_MS keeps it listening past that.
+    const server = start({ AUDIT: 'on', DATABASE_URL: db.url, SHUTDOWN_DELAY_MS: '3000' });
     const url = await server.url;
     let stop = false;
+    /** The balancer has dropped this server: a client told to close its connection goes elsewhere. */
+    let dropped = false;
     let ok = 0;
     let closing = 0;
     let refused = 0;
@@ -49,7 +56,10 @@ describe('process', () => {
           await res.text();
           if (res.status === 200) ok++;
           else broken.push(`status ${res.status}`);
-          if (res.headers.get('connection') === 'close') closing++;
+          if (res.headers.get('connection') === 'close') {
+            closing++;
+            if (dropped) return;
+          }
         } catch (err) {
           const code = (err as { cause?: { code?: string } }).cause?.code;
           if (code === 'ECONNREFUSED') {
@@ -59,20 +69,38 @@ describe('process', () => {
         }
       }
     };
-    // 50 keep-alive connections, each sending request after request.
+    // 50 keep-alive connections, each sending request after request; each reconnects when told to close.
     const loops = Array.from({ length: 50 }, loop);
     await new Promise((r) => setTimeout(r, 1000));
     const before = ok;
+    const signalled = performance.now();
     server.child.kill('SIGTERM');
+    // The balancer's readiness probe, on a new connection: accepted during the delay, and told the server is
+    // not ready, upon which the balancer drops it.
+    await new Promise((r) => setTimeout(r, 200));
+    const readiness = await new Promise<number | undefined>((resolve, reject) =>
+      get(`${url}/health/ready`, { agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      }).on('error', reject),
+    );
+    dropped = true;
     const code = await server.exited;
+    const exitMs = performance.now() - signalled;
     stop = true;
     await Promise.all(loops);
     expect(code).toBe(0);
     expect(broken).toEqual([]);
-    expect(before).toBeGreaterThan(100);
-    // Requests sent on open connections after SIGTERM were answered, and told the client to reconnect.
-    expect(closing).toBeGreaterThan(0);
-    expect(refused).toBeGreaterThan(0);
+    // Load was flowing at SIGTERM (20 a second and more, even with both cores busy elsewhere).
+    expect(before).toBeGreaterThan(20);
+    expect(readiness).toBe(503);
+    // Every client was answered after SIGTERM and told to close its connection; none was refused: the server
+    // listened until the balancer had let it go.
+    expect(closing).toBeGreaterThanOrEqual(50);
+    expect(refused).toBe(0);
+    // The delay was kept, and the whole shutdown stayed within SHUTDOWN_TIMEOUT_MS (10 s by default).
+    expect(exitMs).toBeGreaterThan(3000);
+    expect(exitMs).toBeLessThan(10_000);
     // Every answered prediction's record is in Postgres once the process has exited.
     expect((await db.query('SELECT count(*)::int AS n FROM prediction_audit')).rows[0].n).toBe(ok);
     await db.drop();
@@ -250,5 +278,14 @@ describe('loadConfig', () => {
     expect(c.port).toBe(8000);
     expect(c.defaultModel).toBeUndefined();
     expect(c.batching.maxInFlight).toBe(3);
+  });
+
+  it('refuses a shutdown delay that leaves the drain no time within SHUTDOWN_TIMEOUT_MS', () => {
+    expect(loadConfig({ SHUTDOWN_DELAY_MS: '5000' }).shutdownDelayMs).toBe(5000);
+    expect(loadConfig({}).shutdownDelayMs).toBe(0);
+    expect(() => loadConfig({ SHUTDOWN_DELAY_MS: '10000' })).toThrow(
+      /SHUTDOWN_DELAY_MS=10000: must be less than SHUTDOWN_TIMEOUT_MS=10000/,
+    );
+    expect(loadConfig({ SHUTDOWN_DELAY_MS: '0', SHUTDOWN_TIMEOUT_MS: '0' }).shutdownTimeoutMs).toBe(0);
   });
 });

@@ -29,7 +29,16 @@ const backend = createOrtBackend({ intraOpNumThreads: init.intraOpNumThreads, wa
 let signatures: DescribeResult | undefined;
 let loadError: string | undefined;
 try {
-  signatures = Object.fromEntries(await backend.load(init.models)) as DescribeResult;
+  // One model at a time: when the pool closes meanwhile (SIGTERM during start-up), the rest are skipped and
+  // the pool can end this thread as soon as the session being created is done (ending it inside session
+  // creation would abort the process, as above).
+  const loaded: DescribeResult = {};
+  for (const model of init.models) {
+    if (init.cancel && Atomics.load(new Int32Array(init.cancel), 0) === 1)
+      throw new Error('the pool closed while this worker loaded its models');
+    for (const [id, signature] of await backend.load([model])) loaded[id] = signature;
+  }
+  signatures = loaded;
   parentPort?.postMessage({ type: 'onnx-worker-ready', threadId } satisfies WorkerReadyMessage);
 } catch (err) {
   loadError = err instanceof Error ? err.message : String(err);

@@ -10,6 +10,11 @@ export interface WorkerInit {
   models: ModelSource[];
   intraOpNumThreads: number;
   warmup: boolean;
+  /**
+   * An Int32Array's memory whose first element the pool sets to 1 when it closes while its workers load: a
+   * worker then loads no further model, and reports failed.
+   */
+  cancel?: SharedArrayBuffer;
 }
 
 export type WorkerTask =

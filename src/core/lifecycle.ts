@@ -152,7 +152,30 @@ export function createLifecycle(opts: LifecycleOptions) {
   const random = opts.random ?? Math.random;
   const now = opts.now ?? (() => new Date());
   const policies = new Map<string, TrafficPolicy>(Object.entries(opts.traffic ?? {}));
+  /** A shadow's comparison, from nothing. */
+  const freshShadow = (name: string, shadow: NonNullable<TrafficPolicy['shadow']>): ShadowState => ({
+    report: {
+      model: name,
+      shadow_version: shadow.version,
+      sample: shadow.sample,
+      since: now().toISOString(),
+      requests: 0,
+      rows: 0,
+      failures: 0,
+      skipped: 0,
+      max_probability_difference: null,
+    },
+    agreed: 0,
+    compared: 0,
+    diffSum: 0,
+    diffRows: 0,
+    latency: new Map(),
+  });
+  // A policy read back at start (traffic.json) runs its shadow as the one set before the restart did: without
+  // its comparison here, the shadow never ran and its report said there was none.
   const shadows = new Map<string, ShadowState>();
+  for (const [name, policy] of policies)
+    if (policy.shadow) shadows.set(name, freshShadow(name, policy.shadow));
   const maxShadowInFlight = opts.maxShadowInFlight ?? 64;
   let shadowInFlight = 0;
 
@@ -335,24 +358,7 @@ export function createLifecycle(opts: LifecycleOptions) {
       const shadow = policy?.shadow;
       if (!shadow) shadows.delete(name);
       else if (before?.shadow?.version !== shadow.version || !shadows.has(name)) {
-        shadows.set(name, {
-          report: {
-            model: name,
-            shadow_version: shadow.version,
-            sample: shadow.sample,
-            since: now().toISOString(),
-            requests: 0,
-            rows: 0,
-            failures: 0,
-            skipped: 0,
-            max_probability_difference: null,
-          },
-          agreed: 0,
-          compared: 0,
-          diffSum: 0,
-          diffRows: 0,
-          latency: new Map(),
-        });
+        shadows.set(name, freshShadow(name, shadow));
       } else shadows.get(name)!.report.sample = shadow.sample;
       const persisted = opts.store?.saveTraffic ? await opts.store.saveTraffic(name, policy) : false;
       return { ...traffic(name), persisted };

@@ -25,6 +25,7 @@ const EnvSchema = z.object({
   MAX_BODY_BYTES: int(1024).default(4 * 1024 * 1024),
   MAX_ROWS_PER_REQUEST: int(1).optional(),
   SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
+  SHUTDOWN_DELAY_MS: int(0).default(0),
   CACHE: onOff.default('on'),
   CACHE_L1_MAX_ENTRIES: int(1).default(100_000),
   CACHE_L1_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
@@ -104,6 +105,12 @@ export interface ServerConfig {
   maxBodyBytes: number;
   maxRowsPerRequest: number;
   shutdownTimeoutMs: number;
+  /**
+   * How long after SIGTERM the server keeps accepting connections (not ready, every answer with
+   * `Connection: close`) before it closes its listener: the time a load balancer takes to stop sending it
+   * new connections. Within shutdownTimeoutMs.
+   */
+  shutdownDelayMs: number;
   /** Refusals decided on the headers alone: in-flight bound, and a line for large bodies. */
   admission: {
     maxInFlight: number;
@@ -219,6 +226,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `HTTP_HEADERS_TIMEOUT_MS=${e.HTTP_HEADERS_TIMEOUT_MS}: must not exceed HTTP_REQUEST_TIMEOUT_MS=${e.HTTP_REQUEST_TIMEOUT_MS}`,
     );
   }
+  if (e.SHUTDOWN_DELAY_MS > 0 && e.SHUTDOWN_DELAY_MS >= e.SHUTDOWN_TIMEOUT_MS) {
+    clashes.push(
+      `SHUTDOWN_DELAY_MS=${e.SHUTDOWN_DELAY_MS}: must be less than SHUTDOWN_TIMEOUT_MS=${e.SHUTDOWN_TIMEOUT_MS} (the drain after it must fit in the limit)`,
+    );
+  }
   // By default a request may carry as many rows as the queue holds, up to 10,000.
   const maxRows = e.MAX_ROWS_PER_REQUEST ?? Math.min(10_000, e.BATCH_MAX_QUEUED_ROWS);
   if (maxRows > e.BATCH_MAX_QUEUED_ROWS) {
@@ -263,6 +275,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxRowsPerRequest: maxRows,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    shutdownDelayMs: e.SHUTDOWN_DELAY_MS,
     admission: {
       maxInFlight: e.MAX_INFLIGHT_REQUESTS,
       heavyBodyBytes: e.HEAVY_BODY_BYTES,
