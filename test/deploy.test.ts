@@ -16,6 +16,7 @@ import onnxProto, { type onnx as OnnxTypes } from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../src/node/config.js';
+import { startPrometheus } from './prometheus.js';
 import { startTestServer } from './server.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -385,38 +386,6 @@ describe('monitoring', () => {
     60_000,
   );
 });
-
-/** A real Prometheus scraping `target` every second, with the project's config and rules. */
-async function startPrometheus(target: string) {
-  const dir = mkdtempSync(join(tmpdir(), 'prom-'));
-  const config = read('monitoring/prometheus.yml')
-    .replace('["api:8000"]', `["${target}"]`)
-    .replace('scrape_interval: 5s', 'scrape_interval: 1s');
-  writeFileSync(join(dir, 'prometheus.yml'), config);
-  writeFileSync(join(dir, 'alerts.yml'), read('monitoring/alerts.yml'));
-  const port = 19090 + Math.floor(Math.random() * 500);
-  const prom = spawn(
-    'prometheus',
-    [
-      `--config.file=${join(dir, 'prometheus.yml')}`,
-      `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-    ],
-    { stdio: 'ignore' },
-  );
-  return {
-    /** The values of an instant query's series. */
-    async query(q: string): Promise<number[]> {
-      const res = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
-      const body = (await res.json()) as { data: { result: { value: [number, string] }[] } };
-      return body.data.result.map((r) => Number(r.value[1]));
-    },
-    stop() {
-      prom.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /** An MLP 64 → 2048 → 2048 → 2 with seeded weights: about 4.3M multiply-adds per row. */
 function heavyModel(): Uint8Array {

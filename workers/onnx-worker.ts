@@ -73,9 +73,14 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
     parentPort?.postMessage({ type: 'onnx-run-started', runId: task.runId } satisfies RunStartedMessage);
   const started = performance.now();
   let phases = { inputMs: 0, inferMs: 0, outputMs: 0 };
+  let histogram: Float64Array | undefined;
   const outputs = await backend.run(task.modelId, task.inputs, {
     onTiming: ({ inputMs, inferMs, outputMs }) => {
       phases = { inputMs, inferMs, outputMs };
+    },
+    histogram: task.histogram,
+    onHistogram: (counts) => {
+      histogram = counts;
     },
   });
   const reply: RunReply = {
@@ -84,6 +89,9 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
     startedAt: performance.timeOrigin + started,
     busyMs: performance.now() - started,
     ...phases,
+    histogram,
   };
-  return withTransfer(reply, transferListOf(outputs)) as unknown as RunReply;
+  const transfer = transferListOf(outputs);
+  if (histogram) transfer.push(histogram.buffer as ArrayBuffer);
+  return withTransfer(reply, transfer) as unknown as RunReply;
 }

@@ -7,6 +7,7 @@ import { API_KEY_VAR } from './access.js';
 import { type AuditSink, cacheSummary } from './audit.js';
 import type { InferResult } from './inference.js';
 import type { ModelEntry } from './registry.js';
+import { startSpan, TRACE_SCOPE, type TraceScope } from './tracing.js';
 
 export interface Answered {
   /** The route as audited: `/predict`, `/predict/batch`, `/v2/models/:name/infer`… */
@@ -41,7 +42,8 @@ export interface AnsweredSummary {
   cache: string | null;
 }
 
-export function createAnswer(audit: AuditSink | undefined) {
+/** `traced`: requests carry a trace scope (AppDeps.tracer), and the audit hand-off gets a span. */
+export function createAnswer(audit: AuditSink | undefined, traced = false) {
   return function answer(c: Context, a: Answered, render: Render): Response {
     const latencyMs = round3(performance.now() - a.started);
     let cachedRows = 0;
@@ -52,6 +54,9 @@ export function createAnswer(audit: AuditSink | undefined) {
       ANSWERED as never,
       { requestId: a.requestId, rows: a.rows, cache } satisfies AnsweredSummary as never,
     );
+    // The hand-off to the audit log (a queue, written later off the request's path), traced when it is.
+    const scope = traced && audit ? (c.get(TRACE_SCOPE as never) as TraceScope | undefined) : undefined;
+    const handOff = scope ? startSpan(scope, 'audit.record') : undefined;
     audit?.record({
       id: crypto.randomUUID(),
       request_id: a.requestId,
@@ -69,6 +74,7 @@ export function createAnswer(audit: AuditSink | undefined) {
       client_id: c.req.header('x-client-id') ?? null,
       api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
     });
+    handOff?.end();
     return send ? send(c, body) : c.json(body);
   };
 }

@@ -8,12 +8,14 @@ import { type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
+import type { SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Context } from 'hono';
 import { createAdmission } from '../core/admission.js';
 import { createApp, SECURITY_HEADERS } from '../core/app.js';
 import type { AuditStore } from '../core/audit-sql.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
+import { createDriftMonitor, type DriftMonitor } from '../core/drift.js';
 import { ServeError } from '../core/errors.js';
 import { createLifecycle } from '../core/lifecycle.js';
 import { createModelStats } from '../core/model-stats.js';
@@ -27,7 +29,7 @@ import { createPgliteStore } from './audit/pglite-store.js';
 import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
-import { createLifecycleStore } from './lifecycle-store.js';
+import { createLifecycleStore, setModelJsonField } from './lifecycle-store.js';
 import { log, logger } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createModelWatcher, type ModelWatcher } from './model-watcher.js';
@@ -35,6 +37,7 @@ import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
 import { createRateLimiter, type NodeRateLimiter } from './rate-limiter.js';
 import { createRedisTier, type RedisTier } from './redis-tier.js';
+import { createTracing } from './tracing.js';
 
 export interface RunningServer {
   url: string;
@@ -49,6 +52,16 @@ export interface RunningServer {
 }
 
 const VERSION = '0.1.0';
+
+/** Drift detection per model version; references set through the API are kept in their model.json. */
+function createDrift(config: ServerConfig): DriftMonitor | undefined {
+  if (!config.drift) return undefined;
+  return createDriftMonitor({
+    ...config.drift,
+    persist: (entry, reference) =>
+      setModelJsonField(config.modelsDir, entry.name, entry.version, 'drift_reference', reference),
+  });
+}
 
 /** The prediction cache: L1 in process, L2 in Redis when REDIS_URL is set. */
 function createCache(config: ServerConfig['cache'], metrics: PromMetrics) {
@@ -267,8 +280,13 @@ function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
  * Listen at once (liveness answers while models load), then load every model into the pool; readiness
  * turns true when all workers hold warmed sessions.
  */
-export async function startServer(config: ServerConfig): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  /** `spanExporter`: trace every request into it (tests), whatever the configuration says. */
+  options: { spanExporter?: SpanExporter } = {},
+): Promise<RunningServer> {
   logger.level = config.log.level;
+  const tracing = createTracing(config.tracing, { version: VERSION, exporter: options.spanExporter });
   const metrics = createPromMetrics();
   const { l1, redis, cache } = createCache(config.cache, metrics);
   const { audit, store: auditStore } = createAudit(config.audit, metrics);
@@ -278,9 +296,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     runTimeoutMs: config.runTimeoutMs,
   });
   const stats = createModelStats();
+  const drift = createDrift(config);
   const predictor = createPredictor({
     backend,
     batching: config.batching,
+    drift,
     onBatch: (entry, r) => {
       metrics.batch(entry, r);
       stats.batch(entry, r);
@@ -330,6 +350,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     traffic: await lifecycleStore.loadTraffic(),
   });
   const registry = lifecycle.registry;
+  if (drift) metrics.watch({ drift: () => drift.snapshot(registry.all()) });
   let ready = false;
   let closing = false;
   const app = createApp(
@@ -353,6 +374,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       clientAddress: clientAddress(config.access.trustProxyHops),
       responseHeader: nodeResponseHeader,
       sha256: (key) => hash('sha256', key, 'buffer'),
+      tracer: tracing?.tracer,
+      drift,
     },
     {
       maxBodyBytes: config.maxBodyBytes,
@@ -429,6 +452,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     await audit?.close(Math.max(250, deadline - performance.now() - 500));
     await redis?.close();
     limiter?.close();
+    // Spans still buffered go out, within what is left of the shutdown time.
+    await tracing?.shutdown(Math.max(100, deadline - performance.now()));
   };
 
   return {

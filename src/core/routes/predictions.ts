@@ -8,6 +8,7 @@ import { errorResponses, json, jsonBody, PREDICTION_ERRORS, register, secured } 
 import { type RowPrediction, toRowPredictions } from '../prediction.js';
 import type { ModelEntry, TabularInput } from '../registry.js';
 import * as S from '../schemas.js';
+import type { TraceScope } from '../tracing.js';
 import { LARGE_ANSWER_ROWS, type RouteContext } from './context.js';
 
 export const predictRoute = createRoute({
@@ -68,6 +69,7 @@ export function predictionRoutes(ctx: RouteContext) {
     fieldOf: (r: number) => string,
     useCache: boolean,
     deadline: number,
+    trace: TraceScope | undefined,
   ): Promise<{ predictions: RowPrediction[]; tiers: InferResult['tiers'] }> => {
     const spec = requireTabular(entry);
     if (rows.length === 0) throw invalid('ERR_VALIDATION', listField, 'at least one row is required');
@@ -86,6 +88,7 @@ export function predictionRoutes(ctx: RouteContext) {
       useCache,
       outputs: predictOutputs(entry),
       deadline,
+      trace,
     });
     shadow?.(
       result.outputs,
@@ -115,6 +118,7 @@ export function predictionRoutes(ctx: RouteContext) {
         (r) => `features[${r}]`,
         useCache,
         deadline,
+        ctx.trace(c),
       );
       const rows = predictions.length;
       if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
@@ -140,6 +144,7 @@ export function predictionRoutes(ctx: RouteContext) {
       () => 'features',
       useCache,
       deadline,
+      ctx.trace(c),
     );
     const one = predictions[0]!;
     const tier = tiers?.[0];
@@ -188,7 +193,15 @@ export function predictionRoutes(ctx: RouteContext) {
     }
     const entry = ctx.chosen(c, chooseModel(registry, body.model, body.version, input[0], ctx.caller(c)));
     const deadline = ctx.deadline(c, started, body.timeout_ms);
-    const { predictions, tiers } = await predictRows(entry, input, listField, fieldOf, useCache, deadline);
+    const { predictions, tiers } = await predictRows(
+      entry,
+      input,
+      listField,
+      fieldOf,
+      useCache,
+      deadline,
+      ctx.trace(c),
+    );
     const rows = predictions.length;
     if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
     const a = { route: '/predict/batch', entry, requestId, input, rows, started, tiers };
