@@ -90,7 +90,7 @@ export function createTracing(
       'service.name': config?.serviceName ?? 'onnx-serve',
       'service.version': opts.version,
     }),
-    sampler: config ? samplerOf(config.sampler) : new AlwaysOnSampler(),
+    sampler: samplerOf(config?.sampler ?? { name: 'parentbased_always_on', ratio: 1 }),
     spanProcessors: [processor],
   });
   return {
