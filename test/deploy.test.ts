@@ -39,6 +39,17 @@ beforeAll(async () => {
   server = await startTestServer();
   await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] });
   await server.post('/predict', { model: 'nope', features: [1] });
+  // A drift window's worth of rows, so the drift gauges report (DRIFT_MIN_ROWS).
+  const rows = Array.from({ length: 1000 }, (_, i) => [
+    1 + (i % 72),
+    20 + (i % 100),
+    500 + i,
+    12,
+    1 + (i % 5),
+    i % 4,
+    1 + (i % 5),
+  ]);
+  await server.post('/predict/batch', { model: 'churn', version: '2', instances: rows });
   const text = await (await server.get('/metrics')).text();
   exported = new Set([...text.matchAll(/^([a-z_:][a-z0-9_:]*)(?:\{| )/gm)].map((m) => m[1]!));
 });
@@ -219,6 +230,18 @@ describe('docker-compose.yml', () => {
       expect(ports[0]!.startsWith('127.0.0.1:'), ports[0]).toBe(true);
       expect(ports[0]!.split(':').at(-1)).toBe(new URL(url).port);
     }
+  });
+  it('sends traces to its Jaeger over OTLP/HTTP, whose UI it publishes as seed 001 does', () => {
+    const env = compose.services.api.environment as Record<string, string>;
+    const tracing = loadConfig(env).tracing!;
+    expect(new URL(tracing.url).host).toBe('jaeger:4318'); // Jaeger's OTLP/HTTP receiver
+    expect(tracing.url.endsWith('/v1/traces')).toBe(true);
+    expect(tracing.protocol).toBe('http/protobuf');
+    const jaeger = compose.services.jaeger;
+    expect(jaeger.image).toMatch(/^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/);
+    expect(jaeger.environment.COLLECTOR_OTLP_ENABLED).toBe('true');
+    expect(jaeger.ports).toEqual(['16686:16686']);
+    expect(Object.keys(compose.services.api.depends_on)).toContain('jaeger');
   });
   it('mounts files that exist (or named volumes it declares), and Prometheus scrapes the api on its port', () => {
     for (const svc of Object.values(compose.services) as { volumes?: string[] }[]) {
