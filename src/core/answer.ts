@@ -56,7 +56,7 @@ export function createAnswer(audit: AuditSink | undefined, traced = false) {
     );
     // The hand-off to the audit log (a queue, written later off the request's path), traced when it is.
     const scope = traced && audit ? (c.get(TRACE_SCOPE as never) as TraceScope | undefined) : undefined;
-    const handOff = scope ? startSpan(scope, 'audit.record') : undefined;
+    const handOff = scope?.span.isRecording() ? startSpan(scope, 'audit.record') : undefined;
     audit?.record({
       id: crypto.randomUUID(),
       request_id: a.requestId,

@@ -4,7 +4,7 @@
  * it their dependencies; it imports nothing of either.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import { type Attributes, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type { Context, MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { routePath } from 'hono/route';
@@ -128,17 +128,17 @@ function traceRequests(
         const answered = c.get(ANSWERED as never) as AnsweredSummary | undefined;
         const requestId = requestIdOf(c);
         span.updateName(`${c.req.method} ${route}`);
-        span.setAttribute('http.route', route);
-        span.setAttribute('http.response.status_code', status);
-        if (requestId !== null) span.setAttribute('onnxserve.request_id', requestId);
+        const attributes: Attributes = { 'http.route': route, 'http.response.status_code': status };
+        if (requestId !== null) attributes['onnxserve.request_id'] = requestId;
         if (entry) {
-          span.setAttribute('onnxserve.model', entry.name);
-          span.setAttribute('onnxserve.model_version', entry.version);
+          attributes['onnxserve.model'] = entry.name;
+          attributes['onnxserve.model_version'] = entry.version;
         }
         if (answered) {
-          span.setAttribute('onnxserve.rows', answered.rows);
-          if (answered.cache) span.setAttribute('onnxserve.cache', answered.cache);
+          attributes['onnxserve.rows'] = answered.rows;
+          if (answered.cache) attributes['onnxserve.cache'] = answered.cache;
         }
+        span.setAttributes(attributes);
         if (status >= 500) {
           const code = c.get('errorCode' as never) as string | undefined;
           span.setStatus({ code: SpanStatusCode.ERROR, ...(code ? { message: code } : {}) });

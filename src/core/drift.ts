@@ -443,6 +443,8 @@ interface VersionState {
   windowRows: number;
   rowsSeen: number;
   capture: Capture | undefined;
+  /** Forgotten (its version was no longer loaded at a snapshot): entries still pointing here look again. */
+  dropped: boolean;
 }
 
 export interface DriftSeriesStats {
@@ -518,7 +520,7 @@ export function createDriftMonitor(opts: DriftOptions) {
   };
   const stateOf = (entry: ModelEntry): VersionState => {
     let s = byEntry.get(entry);
-    if (s) return s;
+    if (s && !s.dropped) return s;
     const key = keyOf(entry);
     s = states.get(key);
     const metaText =
@@ -538,6 +540,7 @@ export function createDriftMonitor(opts: DriftOptions) {
         windowRows: 0,
         rowsSeen: 0,
         capture: undefined,
+        dropped: false,
       };
       states.set(key, s);
       readMetadata(s);
@@ -756,7 +759,11 @@ export function createDriftMonitor(opts: DriftOptions) {
     /** Every version among `entries` with statistics (gauges); versions no longer loaded are forgotten. */
     snapshot(entries: readonly ModelEntry[]): DriftReport[] {
       const keep = new Set(entries.map(keyOf));
-      for (const key of states.keys()) if (!keep.has(key)) states.delete(key);
+      for (const [key, s] of states) {
+        if (keep.has(key)) continue;
+        s.dropped = true;
+        states.delete(key);
+      }
       return entries.filter((e) => e.tabular).map(report);
     },
 

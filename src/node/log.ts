@@ -7,20 +7,26 @@ import pino from 'pino';
 
 const destination = pino.destination({ dest: 1, sync: false });
 
-export const logger = pino(
-  {
-    level: process.env.LOG_LEVEL ?? 'info',
-    base: undefined,
-    timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-    // Never a key or a feature value, whoever passes one by mistake.
-    redact: {
-      paths: ['authorization', 'x-api-key', 'key', 'features', 'inputs', '*.authorization', '*["x-api-key"]'],
-      censor: '[redacted]',
-    },
-  },
-  destination,
-);
+/** Fields never written, whoever passes one by mistake: keys and feature values. */
+const SECRET_FIELDS = ['authorization', 'x-api-key', 'key', 'features', 'inputs'];
+
+const options = (paths: string[]): pino.LoggerOptions => ({
+  level: process.env.LOG_LEVEL ?? 'info',
+  base: undefined,
+  timestamp: pino.stdTimeFunctions.isoTime,
+  formatters: { level: (label) => ({ level: label }) },
+  redact: { paths, censor: '[redacted]' },
+});
+
+/** The process's events: secret fields redacted at the top level and one level down. */
+export const logger = pino(options([...SECRET_FIELDS, '*.authorization', '*["x-api-key"]']), destination);
+
+/**
+ * The lines the core writes per request (access lines, request errors): flat fields it builds itself, so
+ * top-level redaction covers them. Wildcard paths doubled the cost of every access line (11 against 5 µs
+ * of the event loop per line, measured with pino 10), and an access line is written for every request.
+ */
+export const requestLogger = pino(options(SECRET_FIELDS), destination);
 
 /** One event: `log('warn', 'audit store unavailable', { error })`. */
 export const log = (level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}) =>

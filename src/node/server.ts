@@ -30,7 +30,7 @@ import { createSpool } from './audit/spool.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
 import { createLifecycleStore, setModelJsonField } from './lifecycle-store.js';
-import { log, logger } from './log.js';
+import { log, logger, requestLogger } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createModelWatcher, type ModelWatcher } from './model-watcher.js';
 import { createPoolBackend } from './pool-backend.js';
@@ -286,6 +286,7 @@ export async function startServer(
   options: { spanExporter?: SpanExporter } = {},
 ): Promise<RunningServer> {
   logger.level = config.log.level;
+  requestLogger.level = config.log.level;
   const tracing = createTracing(config.tracing, { version: VERSION, exporter: options.spanExporter });
   const metrics = createPromMetrics();
   const { l1, redis, cache } = createCache(config.cache, metrics);
@@ -358,7 +359,7 @@ export async function startServer(
       registry,
       repository,
       lifecycle,
-      logger,
+      logger: requestLogger,
       predictor,
       metrics,
       isReady: () => ready,

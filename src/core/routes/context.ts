@@ -244,7 +244,13 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
       c.set(REQUEST_ID as never, id as never);
       return id;
     },
-    trace: deps.tracer ? (c) => c.get(TRACE_SCOPE as never) as TraceScope | undefined : () => undefined,
+    // A request whose trace is not sampled gets no child spans at all (not even non-recording ones).
+    trace: deps.tracer
+      ? (c) => {
+          const scope = c.get(TRACE_SCOPE as never) as TraceScope | undefined;
+          return scope?.span.isRecording() ? scope : undefined;
+        }
+      : () => undefined,
   };
 }
 
