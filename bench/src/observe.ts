@@ -7,6 +7,8 @@
  *   tracing      the baseline with OTEL_EXPORTER_OTLP_ENDPOINT set: every request traced (six spans) and
  *                exported as OTLP/HTTP protobuf to a local collector that accepts and discards
  *   tracing-1%   the same, sampling 1 % of traces (OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG 0.01)
+ *   before       with BENCH_BASE_DIR set: an earlier build with neither tracing nor drift code, configured as
+ *                `off` (what the code costs when it is off)
  * The collector runs in a process of its own. Prometheus scrapes /metrics once a second during every run
  * (the drift gauges are computed at scrape time). BENCH_ROUNDS rounds (default 10, of BENCH_SECONDS = 5 s
  * per server, the order rotated every round) at 50 connections; the figure is the median over rounds of each
@@ -29,7 +31,7 @@ const COLLECTOR = `require('node:http').createServer((q, s) => { q.resume(); q.o
 
 const base = { AUDIT: 'off', CACHE: 'off', LOG_LEVEL: 'warn', DRIFT: 'off' };
 const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${COLLECTOR_PORT}` };
-const specs: { name: string; port: number; env: Record<string, string> }[] = [
+const specs: { name: string; port: number; env: Record<string, string>; main?: string }[] = [
   { name: 'off', port: 8231, env: base },
   { name: 'logs+drift', port: 8232, env: { ...base, LOG_LEVEL: 'info', DRIFT: 'on' } },
   { name: 'tracing', port: 8233, env: { ...base, ...otlp } },
@@ -44,6 +46,18 @@ const specs: { name: string; port: number; env: Record<string, string> }[] = [
     },
   },
 ];
+
+// The server as it was before any of this (BENCH_BASE_DIR: a built checkout of an earlier commit, e.g.
+// `git worktree add /tmp/base <commit> && cd /tmp/base && ln -s $PWD/node_modules && npm run build`): what
+// having the tracing and drift code costs when neither is on.
+if (process.env.BENCH_BASE_DIR) {
+  specs.push({
+    name: 'before',
+    port: 8235,
+    env: base,
+    main: join(process.env.BENCH_BASE_DIR, 'dist/src/node/main.js'),
+  });
+}
 
 const collector = spawn(process.execPath, ['-e', COLLECTOR], { stdio: 'ignore' });
 const procs = [];
@@ -66,7 +80,7 @@ try {
       await startProcess({
         name: s.name,
         cmd: process.execPath,
-        args: [join(ROOT, 'dist/src/node/main.js')],
+        args: [s.main ?? join(ROOT, 'dist/src/node/main.js')],
         env: { PORT: String(s.port), ...s.env },
         url: `http://127.0.0.1:${s.port}`,
         readyPath: '/health/ready',
