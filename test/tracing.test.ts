@@ -168,36 +168,39 @@ describe('the worker span against the model’s own run time', () => {
     });
     const feeds = { x: new ort.Tensor('float32', Float32Array.from(data), [rows, 64]) };
     await session.run(feeds);
+    // Interleaved, a run here then a request there, and the fastest of each compared: on a shared machine
+    // the fastest run is the one least slowed by others, for both.
     const local: number[] = [];
-    for (let i = 0; i < 7; i++) {
-      const t0 = performance.now();
-      await session.run(feeds);
-      local.push(performance.now() - t0);
-    }
-    await session.release();
-
     const workers: number[] = [];
     const requests: number[] = [];
-    for (let i = 0; i < 7; i++) {
-      const traceId = hex(32);
-      const res = await server.post(
-        '/v2/models/heavy/infer',
-        { inputs: [{ name: 'x', shape: [rows, 64], datatype: 'FP32', data }] },
-        { traceparent: `00-${traceId}-${hex(16)}-01` },
-      );
-      expect(res.status).toBe(200);
-      await expect
-        .poll(() => treeOf(exporter.getFinishedSpans(), traceId).named('worker.run').length)
-        .toBe(1);
-      const t = treeOf(exporter.getFinishedSpans(), traceId);
-      workers.push(duration(t.named('worker.run')[0]!));
-      requests.push(duration(t.named('POST /v2/models/:name/infer')[0]!));
+    try {
+      for (let i = 0; i < 9; i++) {
+        const t0 = performance.now();
+        await session.run(feeds);
+        local.push(performance.now() - t0);
+        const traceId = hex(32);
+        const res = await server.post(
+          '/v2/models/heavy/infer',
+          { inputs: [{ name: 'x', shape: [rows, 64], datatype: 'FP32', data }] },
+          { traceparent: `00-${traceId}-${hex(16)}-01` },
+        );
+        expect(res.status).toBe(200);
+        await expect
+          .poll(() => treeOf(exporter.getFinishedSpans(), traceId).named('worker.run').length)
+          .toBe(1);
+        const t = treeOf(exporter.getFinishedSpans(), traceId);
+        workers.push(duration(t.named('worker.run')[0]!));
+        requests.push(duration(t.named('POST /v2/models/:name/infer')[0]!));
+      }
+    } finally {
+      await session.release();
     }
-    const measured = median(local);
-    const span = median(workers);
+    const measured = Math.min(...local);
+    const span = Math.min(...workers);
     console.log(
-      `worker span ${span.toFixed(2)} ms (median of 7), the same run timed in this process ${measured.toFixed(2)} ms, ` +
-        `request span ${median(requests).toFixed(2)} ms`,
+      `worker span ${span.toFixed(2)} ms (fastest of 9), the same run timed in this process ${measured.toFixed(2)} ms, ` +
+        `request span ${median(requests).toFixed(2)} ms (median); runs here ${local.map((x) => x.toFixed(1)).join(' ')}, ` +
+        `worker spans ${workers.map((x) => x.toFixed(1)).join(' ')}`,
     );
     expect(measured).toBeGreaterThan(5); // heavy enough that the run, not its overheads, is what is timed
     expect(span / measured).toBeGreaterThan(0.7);
