@@ -349,15 +349,16 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
     return c;
   };
 
+  let scrapes = 0;
   /** Drift gauges, set from the reports at scrape time (only versions loaded now; statistics once due). */
   const watchDrift = (read: () => DriftReport[]) => {
-    // One reading serves every drift gauge of a scrape.
+    // One reading serves every drift gauge of a scrape (render() counts scrapes).
     let reports: DriftReport[] = [];
-    let readAt = Number.NEGATIVE_INFINITY;
+    let readAt = -1;
     const current = () => {
-      if (performance.now() - readAt > 100) {
+      if (readAt !== scrapes) {
         reports = read();
-        readAt = performance.now();
+        readAt = scrapes;
       }
       return reports;
     };
@@ -509,6 +510,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
       auditDropped.labels(reason).inc(n);
     },
     async render() {
+      scrapes++;
       return { contentType: registry.contentType, body: await registry.metrics() };
     },
   };
