@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
+import { buildReference, scoreOfProbabilities } from '../src/core/drift.js';
 import { churnDataset, type Dataset, gaussianDataset, irisDataset, split } from '../training/dataset.js';
 import { evaluate, predictProba, type TrainOptions, train } from '../training/network.js';
 import { networkToOnnx } from '../training/onnx-writer.js';
@@ -99,6 +100,25 @@ const specs: Spec[] = [
   },
 ];
 
+/**
+ * What serving compares traffic with to tell drift (src/core/drift.ts): each feature's distribution over the
+ * training rows, in decile bins, and the model's own predictions on them (score and predicted class).
+ */
+function driftReference(ds: Dataset, x: number[][], net: Parameters<typeof predictProba>[0]) {
+  const classes = ds.classLabels.length;
+  const probabilities = x.map((row) => predictProba(net, row));
+  return buildReference({
+    source: 'training',
+    featureNames: ds.featureNames,
+    columns: ds.featureNames.map((_, j) => x.map((row) => row[j]!)),
+    scores: probabilities.map((p) => scoreOfProbabilities(p, 0, classes)),
+    classes: {
+      values: probabilities.map((p) => p.indexOf(Math.max(...p))),
+      count: classes,
+    },
+  });
+}
+
 for (const spec of specs) {
   const started = performance.now();
   const ds = spec.dataset();
@@ -155,6 +175,7 @@ for (const spec of specs) {
     metrics,
     sha256,
     created,
+    drift_reference: driftReference(ds, tr.x, net),
   };
   writeFileSync(join(dir, 'model.onnx'), bytes);
   writeFileSync(metaPath, `${JSON.stringify(meta, null, 2)}\n`);

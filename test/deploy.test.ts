@@ -12,10 +12,11 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, sep } from 'node:path';
-import onnxProto, { type onnx as OnnxTypes } from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../src/node/config.js';
+import { heavyModel } from './heavy-model.js';
+import { startPrometheus } from './prometheus.js';
 import { startTestServer } from './server.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -38,6 +39,17 @@ beforeAll(async () => {
   server = await startTestServer();
   await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] });
   await server.post('/predict', { model: 'nope', features: [1] });
+  // A drift window's worth of rows, so the drift gauges report (DRIFT_MIN_ROWS).
+  const rows = Array.from({ length: 1000 }, (_, i) => [
+    1 + (i % 72),
+    20 + (i % 100),
+    500 + i,
+    12,
+    1 + (i % 5),
+    i % 4,
+    1 + (i % 5),
+  ]);
+  await server.post('/predict/batch', { model: 'churn', version: '2', instances: rows });
   const text = await (await server.get('/metrics')).text();
   exported = new Set([...text.matchAll(/^([a-z_:][a-z0-9_:]*)(?:\{| )/gm)].map((m) => m[1]!));
 });
@@ -219,6 +231,18 @@ describe('docker-compose.yml', () => {
       expect(ports[0]!.split(':').at(-1)).toBe(new URL(url).port);
     }
   });
+  it('sends traces to its Jaeger over OTLP/HTTP, whose UI it publishes as seed 001 does', () => {
+    const env = compose.services.api.environment as Record<string, string>;
+    const tracing = loadConfig(env).tracing!;
+    expect(new URL(tracing.url).host).toBe('jaeger:4318'); // Jaeger's OTLP/HTTP receiver
+    expect(tracing.url.endsWith('/v1/traces')).toBe(true);
+    expect(tracing.protocol).toBe('http/protobuf');
+    const jaeger = compose.services.jaeger;
+    expect(jaeger.image).toMatch(/^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/);
+    expect(jaeger.environment.COLLECTOR_OTLP_ENABLED).toBe('true');
+    expect(jaeger.ports).toEqual(['16686:16686']);
+    expect(Object.keys(compose.services.api.depends_on)).toContain('jaeger');
+  });
   it('mounts files that exist (or named volumes it declares), and Prometheus scrapes the api on its port', () => {
     for (const svc of Object.values(compose.services) as { volumes?: string[] }[]) {
       for (const v of svc.volumes ?? []) {
@@ -385,80 +409,3 @@ describe('monitoring', () => {
     60_000,
   );
 });
-
-/** A real Prometheus scraping `target` every second, with the project's config and rules. */
-async function startPrometheus(target: string) {
-  const dir = mkdtempSync(join(tmpdir(), 'prom-'));
-  const config = read('monitoring/prometheus.yml')
-    .replace('["api:8000"]', `["${target}"]`)
-    .replace('scrape_interval: 5s', 'scrape_interval: 1s');
-  writeFileSync(join(dir, 'prometheus.yml'), config);
-  writeFileSync(join(dir, 'alerts.yml'), read('monitoring/alerts.yml'));
-  const port = 19090 + Math.floor(Math.random() * 500);
-  const prom = spawn(
-    'prometheus',
-    [
-      `--config.file=${join(dir, 'prometheus.yml')}`,
-      `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-    ],
-    { stdio: 'ignore' },
-  );
-  return {
-    /** The values of an instant query's series. */
-    async query(q: string): Promise<number[]> {
-      const res = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
-      const body = (await res.json()) as { data: { result: { value: [number, string] }[] } };
-      return body.data.result.map((r) => Number(r.value[1]));
-    },
-    stop() {
-      prom.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** An MLP 64 → 2048 → 2048 → 2 with seeded weights: about 4.3M multiply-adds per row. */
-function heavyModel(): Uint8Array {
-  const onnx = (onnxProto as unknown as { onnx: typeof OnnxTypes }).onnx;
-  let seed = 7;
-  const weights = (name: string, rows: number, cols: number): OnnxTypes.ITensorProto => {
-    const data = new Float32Array(rows * cols);
-    for (let i = 0; i < data.length; i++) {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      data[i] = (seed / 2147483648 - 0.5) / Math.sqrt(rows);
-    }
-    return {
-      name,
-      dims: [rows, cols],
-      dataType: onnx.TensorProto.DataType.FLOAT,
-      rawData: new Uint8Array(data.buffer),
-    };
-  };
-  const io = (name: string, width: number): OnnxTypes.IValueInfoProto => ({
-    name,
-    type: {
-      tensorType: {
-        elemType: onnx.TensorProto.DataType.FLOAT,
-        shape: { dim: [{ dimParam: 'N' }, { dimValue: width }] },
-      },
-    },
-  });
-  return onnx.ModelProto.encode({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: {
-      name: 'heavy',
-      initializer: [weights('w1', 64, 2048), weights('w2', 2048, 2048), weights('w3', 2048, 2)],
-      node: [
-        { opType: 'MatMul', input: ['x', 'w1'], output: ['h1'] },
-        { opType: 'Relu', input: ['h1'], output: ['r1'] },
-        { opType: 'MatMul', input: ['r1', 'w2'], output: ['h2'] },
-        { opType: 'Relu', input: ['h2'], output: ['r2'] },
-        { opType: 'MatMul', input: ['r2', 'w3'], output: ['y'] },
-      ],
-      input: [io('x', 64)],
-      output: [io('y', 2)],
-    },
-  }).finish();
-}

@@ -3,6 +3,8 @@
  * access line per request (route, model, version, status, latency, cache tier, rows, key name, request id),
  * sampled by ACCESS_LOG_SAMPLE; LOG_LEVEL filters; keys and feature values are never written.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
 import { startMain } from './main-process.js';
@@ -102,6 +104,63 @@ describe('logs', () => {
     expect(text).not.toContain(keyDigestHex(KEY));
     for (let i = 1; i <= 6; i++) expect(text).not.toContain(String(features(i)[0]));
     expect(text).not.toContain('70.98765');
+  }, 60_000);
+
+  it('traced (OTEL_EXPORTER_OTLP_ENDPOINT set): every access line names its trace, and the spans reach the collector', async () => {
+    // An OTLP/HTTP collector that keeps what it is sent.
+    const posts: { path: string; type: string; body: Buffer }[] = [];
+    const collector = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (d) => chunks.push(d));
+      req.on('end', () => {
+        posts.push({
+          path: req.url ?? '',
+          type: req.headers['content-type'] ?? '',
+          body: Buffer.concat(chunks),
+        });
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      });
+    });
+    await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
+    const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const answered: Record<string, string> = {};
+    try {
+      const lines = await run({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }, async (url) => {
+        for (const [id, headers] of [
+          ['t-1', { traceparent: `00-${traceId}-00f067aa0ba902b7-01` }],
+          ['t-2', {}],
+          ['t-3', {}],
+        ] as const) {
+          const res = await fetch(`${url}/predict`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-request-id': id, ...headers },
+            body: JSON.stringify({ features: features(1), use_cache: false }),
+          });
+          await res.text();
+          answered[id] = res.headers.get('traceparent') ?? '';
+        }
+      });
+      for (const l of lines)
+        expect([typeof l.time, typeof l.level, typeof l.msg]).toEqual(['string', 'string', 'string']);
+      const access = lines.filter((l) => l.msg === 'request');
+      expect(access).toHaveLength(3);
+      for (const l of access) {
+        // Each line names the request's trace and span, as its answer's traceparent does.
+        expect(answered[l.request_id as string]).toBe(`00-${l.trace_id}-${l.span_id}-01`);
+      }
+      expect(access.find((l) => l.request_id === 't-1')!.trace_id).toBe(traceId);
+      expect(new Set(access.map((l) => l.trace_id)).size).toBe(3);
+      // Exported as OTLP/HTTP protobuf (the default) to /v1/traces, the caller's trace id among the bytes;
+      // the last spans are flushed at shutdown.
+      const traces = posts.filter((p) => p.path === '/v1/traces');
+      expect(traces.length).toBeGreaterThan(0);
+      expect(traces[0]!.type).toBe('application/x-protobuf');
+      const sent = Buffer.concat(traces.map((p) => p.body));
+      for (const l of access) expect(sent.includes(Buffer.from(l.trace_id as string, 'hex'))).toBe(true);
+    } finally {
+      collector.close();
+    }
   }, 60_000);
 
   it('ACCESS_LOG_SAMPLE keeps that share of access lines; LOG_LEVEL=warn keeps none of info', async () => {

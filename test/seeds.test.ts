@@ -160,6 +160,12 @@ print(f"Latency: {result['latency_ms']:.2f}ms")
     expect(typeof info.version).toBe('string');
     expect(info.feature_names).toEqual(churn.features);
     expect(info.feature_count).toBe(7);
+    // drift_metrics: the rolling mean, spread and count of the predictions (drift window), once rows ran.
+    await server.post('/predict', { features: [24, 70.5, 1692, 12, 2, 1, 3.5], use_cache: false });
+    const after = await json(await server.get('/model/info'));
+    expect(after.drift_metrics.count).toBeGreaterThan(info.drift_metrics?.count ?? 0);
+    expect(typeof after.drift_metrics.mean).toBe('number');
+    expect(typeof after.drift_metrics.std).toBe('number');
     const metrics = await server.get('/metrics');
     expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);
   });
@@ -192,6 +198,16 @@ import json; print(json.dumps(result))
       argmax(iris.proba([5.1, 3.5, 1.4, 0.2])),
       argmax(iris.proba([6.2, 2.9, 4.3, 1.3])),
     ]);
+  });
+
+  it('answers GET /metrics/summary (lines 50, 253-258): prediction count, training count, average times', async () => {
+    expect((await curl(server.url, '/predict', '{"features": [[5.1, 3.5, 1.4, 0.2]]}')).status).toBe(200);
+    const res = await server.get('/metrics/summary');
+    expect(res.status).toBe(200);
+    const summary = await json(res);
+    expect(summary.prediction_count).toBeGreaterThan(0);
+    expect(summary.training_count).toBe(0);
+    expect(summary.average_prediction_time_ms).toBeGreaterThan(0);
   });
 
   it('answers the API documentation body (lines 245-250)', async () => {
@@ -296,6 +312,19 @@ for i in range(3):
   it('answers GET /model-info and /health', async () => {
     expect((await server.get('/model-info')).status).toBe(200);
     expect((await server.get('/health')).status).toBe(200);
+  });
+
+  it('answers `curl http://localhost:8080/stats` (lines 169, 246, 344): requests, predictions and drift per model', async () => {
+    expect((await curl(server.url, '/predict', single)).status).toBe(200);
+    const res = await server.get('/stats');
+    expect(res.status).toBe(200);
+    const stats = await json(res);
+    expect(stats.status).toBe('healthy');
+    expect(stats.total_requests).toBeGreaterThan(0);
+    expect(typeof stats.drift_detected).toBe('boolean');
+    const clf10 = stats.models.find((m: { name: string }) => m.name === 'classifier-10');
+    expect(clf10.requests).toBeGreaterThan(0);
+    expect(clf10.drift.status).toMatch(/^(collecting|ok|drift)$/);
   });
 });
 

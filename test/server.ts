@@ -26,8 +26,14 @@ export function client(base: string, sent: Record<string, string> = {}) {
   };
 }
 
-/** A real server on a free port with the real worker pool; env overrides as the process would read them. */
-export async function startTestServer(env: Record<string, string> = {}) {
+/**
+ * A real server on a free port with the real worker pool; env overrides as the process would read them.
+ * `options` go to startServer (an in-memory span exporter, say).
+ */
+export async function startTestServer(
+  env: Record<string, string> = {},
+  options: Parameters<typeof startServer>[1] = {},
+) {
   const auditDir = mkdtempSync(join(tmpdir(), 'audit-'));
   // Audit is off unless a test asks for it (its writer thread and store are not what most tests are about).
   const server = await startServer(
@@ -41,6 +47,7 @@ export async function startTestServer(env: Record<string, string> = {}) {
       ...(env.MODELS_DIR ? {} : { MODELS_DIR: modelsCopy(), DEFAULT_MODEL: env.DEFAULT_MODEL ?? 'churn' }),
       ...env,
     }),
+    options,
   );
   try {
     await server.ready;

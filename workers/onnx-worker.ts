@@ -83,9 +83,14 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
     parentPort?.postMessage({ type: 'onnx-run-started', runId: task.runId } satisfies RunStartedMessage);
   const started = performance.now();
   let phases = { inputMs: 0, inferMs: 0, outputMs: 0 };
+  let histogram: Float64Array | undefined;
   const outputs = await backend.run(task.modelId, task.inputs, {
     onTiming: ({ inputMs, inferMs, outputMs }) => {
       phases = { inputMs, inferMs, outputMs };
+    },
+    histogram: task.histogram,
+    onHistogram: (counts) => {
+      histogram = counts;
     },
   });
   const inputs: Record<string, Tensor['data']> = {};
@@ -97,7 +102,9 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
     startedAt: performance.timeOrigin + started,
     busyMs: performance.now() - started,
     ...phases,
+    histogram,
   };
   const transfer = new Set([...transferListOf(outputs), ...transferListOf(task.inputs)]);
+  if (histogram) transfer.add(histogram.buffer as ArrayBuffer);
   return withTransfer(reply, [...transfer]) as unknown as RunReply;
 }

@@ -3,6 +3,7 @@
  * as typed arrays whose buffers are transferred, never copied.
  */
 import type { ModelSignature, ModelSource } from '../src/core/backend.js';
+import type { HistogramSpec } from '../src/core/drift.js';
 import type { Tensor } from '../src/core/tensor.js';
 
 /** Given to every worker at start (Piscina `workerData`). */
@@ -29,6 +30,8 @@ export type WorkerTask =
       modelId: string;
       inputs: Record<string, Tensor> /** Echoed in RunStartedMessage. */;
       runId?: number;
+      /** Count the batch's rows into these bins (drift detection): the counts come back in the reply. */
+      histogram?: HistogramSpec;
     };
 
 /** Posted by a worker once its sessions are created and warmed: the pool counts these to know it is ready. */
@@ -78,6 +81,8 @@ export interface RunReply {
   inputMs: number;
   inferMs: number;
   outputMs: number;
+  /** The drift counts the task asked for (transferred). */
+  histogram?: Float64Array;
 }
 
 /** The buffers to transfer with a set of tensors. A buffer shared by several tensors goes once. */

@@ -29,9 +29,13 @@ export async function startProcess(opts: {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
+  // The output's tail only: a server logging every request writes megabytes a second under load.
   let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
+  const keep = (d: Buffer) => {
+    output = (output + d).slice(-65_536);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${opts.name} exited (${child.exitCode}):\n${output}`);

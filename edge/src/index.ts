@@ -8,6 +8,7 @@ import { z } from 'zod';
 import {
   type AccessConfig,
   createApp,
+  createDriftMonitor,
   createMemoryTier,
   createModelStats,
   createPredictor,
@@ -165,7 +166,15 @@ export async function buildState(env: Env) {
   // Each request runs its own rows: workerd cancels, as hung, a request that waits on work another request
   // started (a shared batch, a shared in-flight miss). The isolate is single-threaded anyway.
   const stats = createModelStats();
-  const predictor = createPredictor({ backend, batching: false, onBatch: (e, r) => stats.batch(e, r) });
+  // Drift per isolate, against the references in the bundled models' model.json (no capture: an isolate's
+  // first rows are too few, and it keeps nothing across restarts).
+  const drift = createDriftMonitor({ windowRows: 10_000, minRows: 1000, psiThreshold: 0.2, captureRows: 0 });
+  const predictor = createPredictor({
+    backend,
+    batching: false,
+    onBatch: (e, r) => stats.batch(e, r),
+    drift,
+  });
   const ttlSeconds = Number(env.CACHE_TTL_SECONDS ?? 3600);
   const l2 = createCacheApiTier(caches.default, {
     ttlSeconds,
@@ -186,6 +195,7 @@ export async function buildState(env: Env) {
       audit,
       // This isolate's own counts: each isolate keeps its statistics, as each keeps its cache's first tier.
       stats,
+      drift,
       rateLimiter: bindingLimiter(env),
       clientAddress: (c) => c.req.header('cf-connecting-ip'),
       health: async () => ({

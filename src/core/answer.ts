@@ -8,6 +8,7 @@ import { type AuditSink, cacheSummary } from './audit.js';
 import type { InferResult } from './inference.js';
 import type { ModelEntry } from './registry.js';
 import type { Tensor } from './tensor.js';
+import { startSpan, TRACE_SCOPE, type TraceScope } from './tracing.js';
 
 export interface Answered {
   /** The route as audited: `/predict`, `/predict/batch`, `/v2/models/:name/infer`… */
@@ -45,7 +46,8 @@ export interface AnsweredSummary {
   cache: string | null;
 }
 
-export function createAnswer(audit: AuditSink | undefined) {
+/** `traced`: requests carry a trace scope (AppDeps.tracer), and the audit hand-off gets a span. */
+export function createAnswer(audit: AuditSink | undefined, traced = false) {
   return function answer(c: Context, a: Answered, render: Render): Response {
     const latencyMs = round3(performance.now() - a.started);
     let cachedRows = 0;
@@ -56,6 +58,9 @@ export function createAnswer(audit: AuditSink | undefined) {
       ANSWERED as never,
       { requestId: a.requestId, rows: a.rows, cache } satisfies AnsweredSummary as never,
     );
+    // The hand-off to the audit log (a queue, written later off the request's path), traced when it is.
+    const scope = traced && audit ? (c.get(TRACE_SCOPE as never) as TraceScope | undefined) : undefined;
+    const handOff = scope?.span.isRecording() ? startSpan(scope, 'audit.record') : undefined;
     audit?.record({
       request_id: a.requestId,
       time: Date.now(),
@@ -72,6 +77,7 @@ export function createAnswer(audit: AuditSink | undefined) {
       client_id: c.req.header('x-client-id') ?? null,
       api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
     });
+    handOff?.end();
     return send ? send(c, body) : c.json(body);
   };
 }

@@ -4,6 +4,7 @@
  * it their dependencies; it imports nothing of either.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
+import { type Attributes, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type { Context, MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { routePath } from 'hono/route';
@@ -21,13 +22,16 @@ import {
   CHOSEN_MODEL,
   type CorsConfig,
   createRouteContext,
+  REQUEST_ID,
 } from './routes/context.js';
 import { healthRoutes } from './routes/health.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
 import { modelRoutes } from './routes/models.js';
+import { monitoringRoutes } from './routes/monitoring.js';
 import { operationRoutes } from './routes/operations.js';
 import { predictionRoutes } from './routes/predictions.js';
 import { v2Routes } from './routes/v2.js';
+import { parentContext, TRACE_SCOPE, type TraceScope, traceparentOf } from './tracing.js';
 
 export type { AppConfig, AppDeps, CorsConfig } from './routes/context.js';
 
@@ -74,6 +78,8 @@ const CORS_REQUEST_HEADERS = [
   'X-Timeout-Ms',
   'X-Client-Id',
   'Inference-Header-Content-Length',
+  'traceparent',
+  'tracestate',
 ];
 const CORS_EXPOSED_HEADERS = [
   'RateLimit',
@@ -81,7 +87,67 @@ const CORS_EXPOSED_HEADERS = [
   'Retry-After',
   'X-Request-Id',
   'Inference-Header-Content-Length',
+  'traceparent',
 ];
+
+/** The route a request matched, by its pattern (`unmatched` for 404s and 405s). */
+function routeOf(c: Context): string {
+  const code = c.get('errorCode' as never) as ErrorCode | undefined;
+  return code === 'ERR_NOT_FOUND' || code === 'ERR_METHOD_NOT_ALLOWED' ? 'unmatched' : routePath(c, -1);
+}
+
+/** The request's id for its log lines: its own (client's or made), else the header's. */
+const requestIdOf = (c: Context) =>
+  (c.get(REQUEST_ID as never) as string | undefined) ?? c.req.header('x-request-id') ?? null;
+
+/**
+ * A span per request (kind SERVER), continuing the caller's trace when it sends a W3C `traceparent`; the
+ * response carries this span's `traceparent`. Named by method and route once the route is known.
+ */
+function traceRequests(
+  tracer: Tracer,
+  header: (c: Context, name: string, value: string) => void,
+): MiddlewareHandler {
+  return async function traceRequest(c, next) {
+    const parent = parentContext(c.req.header('traceparent'), c.req.header('tracestate'));
+    const span = tracer.startSpan(
+      c.req.method,
+      { kind: SpanKind.SERVER, attributes: { 'http.request.method': c.req.method, 'url.path': c.req.path } },
+      parent,
+    );
+    const scope: TraceScope = { tracer, context: trace.setSpan(parent, span), span };
+    c.set(TRACE_SCOPE as never, scope as never);
+    header(c, 'traceparent', traceparentOf(span));
+    try {
+      await next();
+    } finally {
+      if (span.isRecording()) {
+        const route = routeOf(c);
+        const status = c.res.status;
+        const entry = c.get(CHOSEN_MODEL as never) as ModelEntry | undefined;
+        const answered = c.get(ANSWERED as never) as AnsweredSummary | undefined;
+        const requestId = requestIdOf(c);
+        span.updateName(`${c.req.method} ${route}`);
+        const attributes: Attributes = { 'http.route': route, 'http.response.status_code': status };
+        if (requestId !== null) attributes['onnxserve.request_id'] = requestId;
+        if (entry) {
+          attributes['onnxserve.model'] = entry.name;
+          attributes['onnxserve.model_version'] = entry.version;
+        }
+        if (answered) {
+          attributes['onnxserve.rows'] = answered.rows;
+          if (answered.cache) attributes['onnxserve.cache'] = answered.cache;
+        }
+        span.setAttributes(attributes);
+        if (status >= 500) {
+          const code = c.get('errorCode' as never) as string | undefined;
+          span.setStatus({ code: SpanStatusCode.ERROR, ...(code ? { message: code } : {}) });
+        }
+      }
+      span.end();
+    }
+  };
+}
 
 /**
  * The security headers, set before the route runs so they join the response as it is built (errors too).
@@ -116,33 +182,38 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   const logger = deps.logger ?? silentLogger;
   // One access line per request (or per sampled request), as pino writes it: fields, then the message.
   const sample = logger.isLevelEnabled('info') ? (config.accessLogSample ?? 1) : 0;
+  /** A traced request's ids, for its log lines (absent when tracing is off). */
+  const traceIds = (c: Context) => {
+    const scope = c.get(TRACE_SCOPE as never) as TraceScope | undefined;
+    if (!scope) return undefined;
+    const s = scope.span.spanContext();
+    return { trace_id: s.traceId, span_id: s.spanId };
+  };
   const accessLine = (c: Context, route: string, status: number, ms: number, code: ErrorCode | undefined) => {
     const entry = c.get(CHOSEN_MODEL as never) as ModelEntry | undefined;
     const answered = c.get(ANSWERED as never) as AnsweredSummary | undefined;
-    logger.info(
-      {
-        request_id: answered?.requestId ?? c.req.header('x-request-id') ?? null,
-        method: c.req.method,
-        route,
-        status,
-        latency_ms: Math.round(ms * 1000) / 1000,
-        model: entry?.name ?? null,
-        version: entry?.version ?? null,
-        rows: answered?.rows ?? null,
-        cache: answered?.cache ?? null,
-        api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
-        error: code ?? null,
-      },
-      'request',
-    );
+    const fields: Record<string, unknown> = {
+      request_id: answered?.requestId ?? requestIdOf(c),
+      method: c.req.method,
+      route,
+      status,
+      latency_ms: Math.round(ms * 1000) / 1000,
+      model: entry?.name ?? null,
+      version: entry?.version ?? null,
+      rows: answered?.rows ?? null,
+      cache: answered?.cache ?? null,
+      api_key: (c.get(API_KEY_VAR as never) as string | undefined) ?? null,
+      error: code ?? null,
+    };
+    if (deps.tracer) Object.assign(fields, traceIds(c));
+    logger.info(fields, 'request');
   };
 
   app.use('*', async function recordRequest(c, next) {
     const started = performance.now();
     await next();
     const code = c.get('errorCode' as never) as ErrorCode | undefined;
-    const route =
-      code === 'ERR_NOT_FOUND' || code === 'ERR_METHOD_NOT_ALLOWED' ? 'unmatched' : routePath(c, -1);
+    const route = routeOf(c);
     const ms = performance.now() - started;
     const status = c.res.status;
     metrics.request(route, c.req.method, status, ms / 1000);
@@ -150,6 +221,12 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       accessLine(c, route, status, ms, code);
     }
   });
+  // Inside recordRequest, so the access line can name the request's trace.
+  if (deps.tracer) {
+    const header =
+      deps.responseHeader ?? ((c: Context, name: string, value: string) => c.header(name, value));
+    app.use('*', traceRequests(deps.tracer, header));
+  }
   if (!config.securityHeadersByRuntime) app.use('*', securityHeaders(config.cors !== undefined));
   if (config.cors) app.use('*', corsMiddleware(config.cors));
 
@@ -193,13 +270,13 @@ export function createApp(deps: AppDeps, config: AppConfig) {
       e = err;
       if (e.code === 'ERR_INTERNAL' || e.code === 'ERR_INFERENCE') {
         logger.error(
-          { request_id: c.req.header('x-request-id') ?? null, route: c.req.path, error: errorText(e.cause) },
+          { request_id: requestIdOf(c), ...traceIds(c), route: c.req.path, error: errorText(e.cause) },
           e.message,
         );
       }
     } else {
       logger.error(
-        { request_id: c.req.header('x-request-id') ?? null, route: c.req.path, error: errorText(err) },
+        { request_id: requestIdOf(c), ...traceIds(c), route: c.req.path, error: errorText(err) },
         'unexpected error',
       );
       e = new ServeError('ERR_INTERNAL', 'internal error');
@@ -227,6 +304,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
   app.route('/', modelRoutes(ctx));
   app.route('/', healthRoutes(ctx));
   app.route('/', auditRoutes(ctx));
+  app.route('/', monitoringRoutes(ctx));
   // What changes which models serve: one module (its routes need the admin scope).
   app.route('/', adminRoutes(ctx));
   app.route('/', lifecycleRoutes(ctx));
@@ -251,6 +329,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
         { name: 'models', description: 'What is loaded' },
         { name: 'health', description: 'Liveness and readiness' },
         { name: 'audit', description: 'Reading the audit log back' },
+        { name: 'monitoring', description: 'Drift, and the seeds’ statistics' },
         { name: 'admin', description: 'Changing which models serve (the repository API)' },
         { name: 'operations', description: 'Metrics and documentation' },
       ],

@@ -1,3 +1,4 @@
+import type { HistogramSpec } from './drift.js';
 import type { DType, Tensor } from './tensor.js';
 
 /** A dimension: a fixed size, or a symbolic / unknown one (any size). */
@@ -36,6 +37,14 @@ export interface RunTiming {
   inferMs: number;
   /** From the run's end until the outputs are the caller's (conversion, and the trip back from a worker). */
   outputMs: number;
+  /**
+   * When the executing thread began the run, in ms since the epoch, and how long it says the run took: the
+   * run's true time, with no queue or transfer in it (what a trace shows as the worker's span).
+   */
+  threadStartedAt?: number;
+  busyMs?: number;
+  /** The worker thread that ran it, where there are several. */
+  threadId?: number;
 }
 
 export interface RunOptions {
@@ -46,6 +55,12 @@ export interface RunOptions {
    * every worker while requests of one row queue behind it. Backends without a queue ignore it.
    */
   bulk?: boolean;
+  /**
+   * Count the run's rows into these bins (drift detection), on the thread that runs the model: the counts
+   * come back through `onHistogram` once the run has succeeded (see drift.ts, `histogramBatch`).
+   */
+  histogram?: HistogramSpec;
+  onHistogram?: (counts: Float64Array) => void;
 }
 
 export interface BackendStats {

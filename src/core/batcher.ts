@@ -1,6 +1,8 @@
 import type { RunOptions } from './backend.js';
+import type { HistogramSpec } from './drift.js';
 import { invalid, queueFull, ServeError } from './errors.js';
 import { concatRows, sliceRows, type Tensor } from './tensor.js';
+import type { ItemTiming } from './tracing.js';
 
 export interface BatcherOptions {
   /**
@@ -29,6 +31,8 @@ export interface BatchReport {
   computeMs: number;
   /** Each model run of the batch (one, or a large request's bulk parts), as the backend timed it. */
   runs: RunReport[];
+  /** Each run's drift histogram, and the spec they were counted by, when the batch was asked for them. */
+  histogram?: { spec: HistogramSpec; counts: Float64Array[] };
   failed: boolean;
 }
 
@@ -37,25 +41,54 @@ export interface RunReport {
   inputMs: number;
   inferMs: number;
   outputMs: number;
+  /** As the executing thread timed the run (see RunTiming), where the backend says. */
+  threadStartedAt?: number;
+  busyMs?: number;
+  threadId?: number;
 }
 
-/** Run options that collect each run's timing into `runs`; the earliest start is kept in `runs.startedAt`. */
-export function timedRuns(): {
+/**
+ * Run options that collect each run's timing into `runs` (the earliest start is kept in `startedAt`) and,
+ * when `histogram` gives a spec for the batch, each run's drift histogram into `histogram.counts`.
+ */
+export function timedRuns(histogram?: () => HistogramSpec | undefined): {
   runs: RunReport[];
+  histogram: { spec: HistogramSpec; counts: Float64Array[] } | undefined;
   startedAt: () => number | undefined;
   timed: (rows: number) => RunOptions;
 } {
   const runs: RunReport[] = [];
   let first: number | undefined;
+  const spec = histogram?.();
+  const counted = spec ? { spec, counts: [] as Float64Array[] } : undefined;
+  const onHistogram = (counts: Float64Array) => {
+    counted?.counts.push(counts);
+  };
   return {
     runs,
+    histogram: counted,
     startedAt: () => first,
-    timed: (rows) => ({
-      onTiming: (t) => {
-        runs.push({ rows, inputMs: t.inputMs, inferMs: t.inferMs, outputMs: t.outputMs });
-        if (first === undefined || t.startedAt < first) first = t.startedAt;
-      },
-    }),
+    timed: (rows) => {
+      const opts: RunOptions = {
+        onTiming: (t) => {
+          runs.push({
+            rows,
+            inputMs: t.inputMs,
+            inferMs: t.inferMs,
+            outputMs: t.outputMs,
+            threadStartedAt: t.threadStartedAt,
+            busyMs: t.busyMs,
+            threadId: t.threadId,
+          });
+          if (first === undefined || t.startedAt < first) first = t.startedAt;
+        },
+      };
+      if (counted) {
+        opts.histogram = counted.spec;
+        opts.onHistogram = onHistogram;
+      }
+      return opts;
+    },
   };
 }
 
@@ -68,6 +101,8 @@ interface Item {
   enqueuedAt: number;
   /** performance.now() past which the client no longer wants the answer. */
   deadline: number;
+  /** Told how this request's rows went through the batch (tracing); absent = nobody asks. */
+  observe: ((t: ItemTiming) => void) | undefined;
   settled: boolean;
   resolve: (outputs: Outputs) => void;
   reject: (err: unknown) => void;
@@ -86,6 +121,7 @@ export class MicroBatcher {
   readonly #run: Runner;
   readonly #opts: BatcherOptions;
   readonly #onBatch: ((r: BatchReport) => void) | undefined;
+  readonly #histogram: (() => HistogramSpec | undefined) | undefined;
   #pending: Item[] = [];
   #pendingRows = 0;
   /** Closed batches waiting for a free slot. */
@@ -99,11 +135,19 @@ export class MicroBatcher {
   #running = new Set<Item>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
-  constructor(name: string, run: Runner, opts: BatcherOptions, onBatch?: (r: BatchReport) => void) {
+  /** `histogram` gives each batch's drift histogram spec (or none): see RunOptions.histogram. */
+  constructor(
+    name: string,
+    run: Runner,
+    opts: BatcherOptions,
+    onBatch?: (r: BatchReport) => void,
+    histogram?: () => HistogramSpec | undefined,
+  ) {
     this.#name = name;
     this.#run = run;
     this.#opts = opts;
     this.#onBatch = onBatch;
+    this.#histogram = histogram;
   }
 
   get queuedRows(): number {
@@ -118,6 +162,7 @@ export class MicroBatcher {
     inputs: Record<string, Tensor>,
     rows: number,
     deadline = Number.POSITIVE_INFINITY,
+    observe?: (t: ItemTiming) => void,
   ): Promise<Outputs> {
     // More rows than the queue can ever hold: retrying cannot help, so not a 503.
     if (rows > this.#opts.maxQueuedRows) {
@@ -136,7 +181,16 @@ export class MicroBatcher {
       const first = this.#pending[0];
       if (first && !sameInnerShape(first.inputs, inputs)) this.#close();
       if (this.#pendingRows > 0 && this.#pendingRows + rows > this.#opts.maxBatchRows) this.#close();
-      const item: Item = { inputs, rows, enqueuedAt: now(), deadline, settled: false, resolve, reject };
+      const item: Item = {
+        inputs,
+        rows,
+        enqueuedAt: now(),
+        deadline,
+        observe,
+        settled: false,
+        resolve,
+        reject,
+      };
       item.resolve = (o) => {
         if (item.settled) return;
         item.settled = true;
@@ -253,7 +307,7 @@ export class MicroBatcher {
     let rows = 0;
     for (const item of batch) rows += item.rows;
     let failed = false;
-    const { runs, startedAt, timed } = timedRuns();
+    const { runs, histogram, startedAt, timed } = timedRuns(this.#histogram);
     try {
       const inputs: Record<string, Tensor> = {};
       for (const name of Object.keys(batch[0]!.inputs))
@@ -276,8 +330,19 @@ export class MicroBatcher {
         queueMs: failed ? [] : batch.map((i) => (startedAt() ?? started) - i.enqueuedAt),
         computeMs: now() - started,
         runs: failed ? [] : runs,
+        histogram: failed ? undefined : histogram,
         failed,
       });
+      for (const item of batch) {
+        item.observe?.({
+          enqueuedAt: item.enqueuedAt,
+          dispatchedAt: started,
+          batchRows: rows,
+          batchRequests: batch.length,
+          runs: failed ? [] : runs,
+          failed,
+        });
+      }
       // Rows that arrived while every slot was busy go now, without waiting out a fresh delay.
       if (this.#pending.length > 0 && this.#ready.length === 0) this.#due = true;
       this.#drain();

@@ -73,6 +73,21 @@ export {
   type TieredCache,
   type TierName,
 } from './cache.js';
+export {
+  buildReference,
+  createDriftMonitor,
+  type DriftMonitor,
+  type DriftOptions,
+  type DriftReference,
+  type DriftReport,
+  type HistogramSpec,
+  histogramBatch,
+  ks,
+  ksPValue,
+  parseReference,
+  psi,
+  scoreOfProbabilities,
+} from './drift.js';
 export { type ErrorCode, ServeError } from './errors.js';
 export { type AppMetrics, noopMetrics } from './metrics.js';
 export { createModelStats, type ModelStat, type ModelStats } from './model-stats.js';
@@ -88,3 +103,4 @@ export {
 } from './registry.js';
 export { DOCS_FILES } from './routes/operations.js';
 export type { DType, Tensor, TensorArray } from './tensor.js';
+export { parentContext, type TraceScope, traceparentOf } from './tracing.js';

@@ -1,7 +1,9 @@
+import type { Span } from '@opentelemetry/api';
 import { type CachedRow, createKeyer, type TieredCache, type TierName } from './cache.js';
 import type { Predictor } from './predictor.js';
 import type { ModelEntry } from './registry.js';
 import { allocate, type DType, type Tensor } from './tensor.js';
+import { startSpan, type TraceScope } from './tracing.js';
 
 export interface InferResult {
   outputs: Record<string, Tensor>;
@@ -118,6 +120,24 @@ function fromCachedRows(
   return out;
 }
 
+/** The cache lookup's span ends with what each tier answered. */
+function endLookup(span: Span, tiers: readonly (TierName | undefined)[], waiting: number) {
+  let l1 = 0;
+  let l2 = 0;
+  for (const t of tiers) {
+    if (t === 'l1') l1++;
+    else if (t === 'l2') l2++;
+  }
+  span.setAttributes({
+    'onnxserve.cache.l1_hits': l1,
+    'onnxserve.cache.l2_hits': l2,
+    // Rows another request was already computing: this one waits for its answer.
+    'onnxserve.cache.shared': waiting,
+    'onnxserve.cache.misses': tiers.length - l1 - l2 - waiting,
+  });
+  span.end();
+}
+
 /**
  * Inference with the cache in front: rows found in a tier skip the model; concurrent identical misses (in
  * one request or across requests) share one inference; what the model computes is stored in both tiers.
@@ -136,10 +156,13 @@ export function createInference(
       entry: ModelEntry,
       inputs: Record<string, Tensor>,
       rows: number,
-      opts: { useCache: boolean; outputs: readonly string[]; deadline?: number },
+      opts: { useCache: boolean; outputs: readonly string[]; deadline?: number; trace?: TraceScope },
     ): Promise<InferResult> {
       if (!cache || !opts.useCache || !entry.batchable || !entry.fixedRowShape) {
-        return { outputs: await predictor.infer(entry, inputs, rows, opts.deadline), tiers: undefined };
+        return {
+          outputs: await predictor.infer(entry, inputs, rows, opts.deadline, opts.trace),
+          tiers: undefined,
+        };
       }
       // One keyer per model and set of outputs (sorted, without repeats): a client's ordering or repeats of
       // output names must not grow this map. The outputs usually arrive in that form already (/predict's
@@ -158,6 +181,9 @@ export function createInference(
           keyers.set(keyerId, keyer);
         }
       }
+      const lookup = opts.trace
+        ? startSpan(opts.trace, 'cache.lookup', { 'onnxserve.rows': rows })
+        : undefined;
       const keys = keyer(inputs, rows);
       const results = cache.local(keys);
       const tiers: (TierName | undefined)[] = results.map((r) => (r ? 'l1' : undefined));
@@ -201,8 +227,10 @@ export function createInference(
       } catch (err) {
         for (const d of own) d.reject(err);
         for (const i of claimed) inflight.delete(keys[i]!);
+        lookup?.end();
         throw err;
       }
+      if (lookup) endLookup(lookup, tiers, waits.length);
       const found = { tiers };
       /** Run the model on these rows (all of them: the request's own tensors) under this request's deadline. */
       const compute = async (pick: number[]) => {
@@ -212,6 +240,7 @@ export function createInference(
           all ? inputs : pickRows(inputs, rows, pick),
           pick.length,
           opts.deadline,
+          opts.trace,
         );
         return { outputs, computed: toCachedRows(outputs, opts.outputs, pick.length) };
       };

@@ -4,6 +4,7 @@
  * and a tensor; typed structurally so the core imports neither runtime.
  */
 import type { InferenceBackend, ModelSignature, ModelSource, RunOptions } from './backend.js';
+import { histogramBatch } from './drift.js';
 import { fromOrtResults, type OrtValueMetadata, signatureOf, warmupTensors } from './ort-signature.js';
 import type { Tensor } from './tensor.js';
 
@@ -56,11 +57,19 @@ export function createOrtSessionBackend(opts: OrtSessionBackendOptions): Inferen
       const results = await session.run(fed);
       const ranAt = performance.now();
       const outputs = fromOrtResults(results);
+      const endedAt = performance.now();
+      // Drift counts are taken here, on the thread that ran the model (a worker thread on Node), and are
+      // not part of the run's timing.
+      if (runOptions?.histogram && runOptions.onHistogram) {
+        runOptions.onHistogram(histogramBatch(runOptions.histogram, inputs, outputs));
+      }
       runOptions?.onTiming?.({
         startedAt,
         inputMs: fedAt - startedAt,
         inferMs: ranAt - fedAt,
-        outputMs: performance.now() - ranAt,
+        outputMs: endedAt - ranAt,
+        threadStartedAt: performance.timeOrigin + startedAt,
+        busyMs: endedAt - startedAt,
       });
       return outputs;
     },

@@ -342,7 +342,26 @@ export const ModelDetail = z
   .object({ name: z.string(), default_version: z.string(), versions: z.array(ModelVersion) })
   .openapi('ModelDetail');
 
-export const ModelInfo = z.object({ name: z.string(), ...modelVersionFields }).openapi('ModelInfo');
+export const ModelInfo = z
+  .object({
+    name: z.string(),
+    ...modelVersionFields,
+    drift_metrics: z
+      .object({
+        mean: z.number(),
+        std: z.number(),
+        count: z.number(),
+        psi: z.number().nullable(),
+        drift_detected: z.boolean(),
+        status: z.string(),
+      })
+      .nullable()
+      .openapi({
+        description:
+          'Seed 000’s shape: the prediction scores over the drift window (mean, std, count), with their PSI against the reference; null without a drift reference',
+      }),
+  })
+  .openapi('ModelInfo');
 
 export const ModelList = z
   .object({

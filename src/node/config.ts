@@ -9,6 +9,10 @@ const shippedModelsDir = () => join(projectRoot(), 'models');
 
 const int = (min: number) => z.coerce.number().int().min(min);
 const onOff = z.enum(['on', 'off']);
+const httpUrl = z.string().regex(/^https?:\/\/[^/\s]+/, 'must be an http:// or https:// URL');
+const otlpProtocol = z.enum(['http/protobuf', 'http/json'], {
+  message: 'http/protobuf or http/json (OTLP over gRPC is not supported)',
+});
 
 const EnvSchema = z.object({
   PORT: int(0).max(65535).default(8000),
@@ -80,6 +84,30 @@ const EnvSchema = z.object({
   CORS_MAX_AGE_SECONDS: int(0).max(86_400).default(600),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   ACCESS_LOG_SAMPLE: z.coerce.number().min(0).max(1).default(1),
+  // OpenTelemetry's own names (the exporter also reads OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION).
+  OTEL_EXPORTER_OTLP_ENDPOINT: httpUrl.optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: httpUrl.optional(),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.default('http/protobuf'),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default('onnx-serve'),
+  OTEL_TRACES_SAMPLER: z
+    .enum([
+      'always_on',
+      'always_off',
+      'traceidratio',
+      'parentbased_always_on',
+      'parentbased_always_off',
+      'parentbased_traceidratio',
+    ])
+    .default('parentbased_always_on'),
+  OTEL_TRACES_SAMPLER_ARG: z.coerce.number().min(0).max(1).optional(),
+  OTEL_SDK_DISABLED: z.enum(['true', 'false']).default('false'),
+  DRIFT: onOff.default('on'),
+  DRIFT_WINDOW_ROWS: int(10).max(10_000_000).default(10_000),
+  DRIFT_MIN_ROWS: int(1).optional(),
+  DRIFT_PSI_THRESHOLD: z.coerce.number().positive().default(0.2),
+  DRIFT_SAMPLE: z.coerce.number().min(0).max(1).default(1),
+  DRIFT_CAPTURE_ROWS: int(0).max(1_000_000).default(1000),
 });
 
 const list = (s: string | undefined) =>
@@ -123,6 +151,26 @@ export interface ServerConfig {
   probability: 'positive' | 'list';
   /** Log level, and the share of requests that get an access log line (5xx answers always do). */
   log: { level: 'debug' | 'info' | 'warn' | 'error' | 'silent'; accessSample: number };
+  /** OTLP trace export; absent = no tracing (no OTLP endpoint set, or OTEL_SDK_DISABLED=true). */
+  tracing:
+    | {
+        /** Where spans are POSTed (the traces endpoint itself, …/v1/traces). */
+        url: string;
+        protocol: 'http/protobuf' | 'http/json';
+        serviceName: string;
+        sampler: { name: string; ratio: number };
+      }
+    | undefined;
+  /** Drift detection (see src/core/drift.ts); absent = off. */
+  drift:
+    | {
+        windowRows: number;
+        minRows: number;
+        psiThreshold: number;
+        sample: number;
+        captureRows: number;
+      }
+    | undefined;
   /** Limits that keep slow or idle clients from holding the server (slowloris). */
   http: {
     headersTimeoutMs: number;
@@ -285,6 +333,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     probability: e.PREDICT_PROBABILITY,
     log: { level: e.LOG_LEVEL, accessSample: e.ACCESS_LOG_SAMPLE },
+    tracing: tracingOf(e),
+    drift:
+      e.DRIFT === 'on'
+        ? {
+            windowRows: e.DRIFT_WINDOW_ROWS,
+            minRows: Math.min(e.DRIFT_MIN_ROWS ?? 1000, e.DRIFT_WINDOW_ROWS),
+            psiThreshold: e.DRIFT_PSI_THRESHOLD,
+            sample: e.DRIFT_SAMPLE,
+            captureRows: e.DRIFT_CAPTURE_ROWS,
+          }
+        : undefined,
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
@@ -338,6 +397,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           maxAgeSeconds: e.CORS_MAX_AGE_SECONDS,
         }
       : undefined,
+  };
+}
+
+/**
+ * Tracing as OpenTelemetry's variables set it: on once an OTLP endpoint is given. The base endpoint gets the
+ * signal's path (`/v1/traces`); the traces endpoint is used as it is.
+ */
+function tracingOf(e: z.infer<typeof EnvSchema>): ServerConfig['tracing'] {
+  if (e.OTEL_SDK_DISABLED === 'true') return undefined;
+  const url =
+    e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+    (e.OTEL_EXPORTER_OTLP_ENDPOINT
+      ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces`
+      : undefined);
+  if (!url) return undefined;
+  return {
+    url,
+    protocol: e.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? e.OTEL_EXPORTER_OTLP_PROTOCOL,
+    serviceName: e.OTEL_SERVICE_NAME,
+    sampler: { name: e.OTEL_TRACES_SAMPLER, ratio: e.OTEL_TRACES_SAMPLER_ARG ?? 1 },
   };
 }
 

@@ -91,6 +91,37 @@ function inTurn<T>(path: string, change: () => Promise<T>): Promise<T> {
   return mine;
 }
 
+/**
+ * Sets one field of a version's model.json (read, changed, written whole, in turn with every other change to
+ * that file). False, with a warning, when the file cannot be written (a read-only models directory).
+ */
+export async function setModelJsonField(
+  modelsDir: string,
+  model: string,
+  version: string,
+  field: string,
+  value: unknown,
+): Promise<boolean> {
+  const path = join(modelsDir, model, version, 'model.json');
+  try {
+    await inTurn(path, async () => {
+      const meta = existsSync(path)
+        ? (JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>)
+        : {};
+      meta[field] = value;
+      await writeAtomic(path, `${JSON.stringify(meta, null, 2)}\n`);
+    });
+    return true;
+  } catch (err) {
+    log('warn', `${field} not written to model.json (it holds in this process until restart)`, {
+      model,
+      version,
+      error: String(err),
+    });
+    return false;
+  }
+}
+
 export function createLifecycleStore(opts: { modelsDir: string; store?: AuditStore }): LifecycleStore & {
   loadTraffic(): Promise<Record<string, TrafficPolicy>>;
 } {

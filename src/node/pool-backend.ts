@@ -279,6 +279,7 @@ export function createPoolBackend(
               modelId,
               inputs,
               runId: task,
+              histogram: opts?.histogram,
               [Piscina.queueOptionsSymbol]: { bulk: opts?.bulk === true },
             },
             {
@@ -305,6 +306,7 @@ export function createPoolBackend(
             if (t) t.data = data;
           }
         }
+        if (reply.histogram) opts?.onHistogram?.(reply.histogram);
         if (opts?.onTiming) {
           // When the run began, on this thread's clock: the worker's "started" message arrives after it did
           // (and may arrive after the reply: they travel on different ports), and so does the reply less
@@ -316,6 +318,10 @@ export function createPoolBackend(
             inputMs: reply.inputMs,
             inferMs: reply.inferMs,
             outputMs: Math.max(reply.outputMs, repliedAt - startedAt - reply.inputMs - reply.inferMs),
+            // The run as the worker timed it, on the epoch clock both threads share (a trace's worker span).
+            threadStartedAt: reply.startedAt,
+            busyMs: reply.inputMs + reply.inferMs + reply.outputMs,
+            threadId: reply.threadId,
           });
         }
         return reply.outputs;

@@ -8,6 +8,7 @@ import type { AdmissionStats } from '../core/admission.js';
 import type { BackendStats } from '../core/backend.js';
 import type { BatchReport } from '../core/batcher.js';
 import type { CacheObserver } from '../core/cache.js';
+import type { DriftReport } from '../core/drift.js';
 import type { AppMetrics } from '../core/metrics.js';
 import type { ModelEntry } from '../core/registry.js';
 import type { AuditObserver } from './audit/audit-log.js';
@@ -206,6 +207,42 @@ export const METRICS = {
     kind: 'gauge',
     help: '1 while rate limits are counted in Redis (one limit for every replica); 0 while counted in process',
   },
+  driftFeaturePsi: {
+    name: 'onnxserve_drift_feature_psi',
+    kind: 'gauge',
+    help: 'Population stability index of an input feature over the drift window against its reference (0.2 and above: drifted)',
+    labels: ['model', 'version', 'feature'],
+  },
+  driftFeatureKs: {
+    name: 'onnxserve_drift_feature_ks',
+    kind: 'gauge',
+    help: 'Kolmogorov-Smirnov statistic of an input feature over the drift window against its reference (at the reference bins)',
+    labels: ['model', 'version', 'feature'],
+  },
+  driftPredictionPsi: {
+    name: 'onnxserve_drift_prediction_psi',
+    kind: 'gauge',
+    help: 'Population stability index of the predictions over the drift window: series "score" (probability or value) and "class" (predicted classes)',
+    labels: ['model', 'version', 'series'],
+  },
+  driftPredictionKs: {
+    name: 'onnxserve_drift_prediction_ks',
+    kind: 'gauge',
+    help: 'Kolmogorov-Smirnov statistic of the prediction scores over the drift window against the reference',
+    labels: MODEL,
+  },
+  driftPredictionMean: {
+    name: 'onnxserve_drift_prediction_mean',
+    kind: 'gauge',
+    help: 'Mean prediction score over the drift window (seed 000: ml_prediction_mean)',
+    labels: MODEL,
+  },
+  driftWindowRows: {
+    name: 'onnxserve_drift_window_rows',
+    kind: 'gauge',
+    help: 'Rows in the drift window of a model version with a reference (statistics once DRIFT_MIN_ROWS are in)',
+    labels: MODEL,
+  },
 } as const satisfies Record<string, Spec>;
 
 type Key = keyof typeof METRICS;
@@ -225,6 +262,8 @@ export interface MetricSources {
   redisConnected?: () => boolean;
   rateLimitShared?: () => boolean;
   audit?: () => { queue: number; backlog: number; connected: boolean };
+  /** Every loaded tabular version's drift report. */
+  drift?: () => DriftReport[];
 }
 
 export type PromMetrics = AppMetrics &
@@ -314,6 +353,54 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
     return c;
   };
 
+  let scrapes = 0;
+  /** Drift gauges, set from the reports at scrape time (only versions loaded now; statistics once due). */
+  const watchDrift = (read: () => DriftReport[]) => {
+    // One reading serves every drift gauge of a scrape (render() counts scrapes).
+    let reports: DriftReport[] = [];
+    let readAt = -1;
+    const current = () => {
+      if (readAt !== scrapes) {
+        reports = read();
+        readAt = scrapes;
+      }
+      return reports;
+    };
+    const labeled = (k: KeysOf<'gauge'>, fill: (g: Gauge, reports: DriftReport[]) => void) =>
+      new Gauge({
+        ...base(k),
+        collect(this: Gauge) {
+          this.reset();
+          fill(this, current());
+        },
+      });
+    labeled('driftWindowRows', (g, reports) => {
+      for (const r of reports) if (r.reference) g.labels(r.model, r.version).set(r.window.rows);
+    });
+    labeled('driftFeaturePsi', (g, reports) => {
+      for (const r of reports) for (const f of r.features) g.labels(r.model, r.version, f.name).set(f.psi);
+    });
+    labeled('driftFeatureKs', (g, reports) => {
+      for (const r of reports) for (const f of r.features) g.labels(r.model, r.version, f.name).set(f.ks);
+    });
+    labeled('driftPredictionPsi', (g, reports) => {
+      for (const r of reports) {
+        if (r.prediction) g.labels(r.model, r.version, 'score').set(r.prediction.psi);
+        if (r.classes) g.labels(r.model, r.version, 'class').set(r.classes.psi);
+      }
+    });
+    labeled('driftPredictionKs', (g, reports) => {
+      for (const r of reports) if (r.prediction) g.labels(r.model, r.version).set(r.prediction.ks);
+    });
+    labeled('driftPredictionMean', (g, reports) => {
+      for (const r of reports) {
+        if (r.prediction?.mean !== null && r.prediction?.mean !== undefined) {
+          g.labels(r.model, r.version).set(r.prediction.mean);
+        }
+      }
+    });
+  };
+
   return {
     registry,
     watch(s) {
@@ -357,6 +444,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
         const shared = s.rateLimitShared;
         gauge('rateLimitShared', () => (shared() ? 1 : 0));
       }
+      if (s.drift) watchDrift(s.drift);
       if (s.audit) {
         const audit = s.audit;
         gauge('auditQueue', () => audit().queue);
@@ -429,6 +517,7 @@ export function createPromMetrics(opts: { defaultMetrics?: boolean } = {}): Prom
       auditDropped.labels(reason).inc(n);
     },
     async render() {
+      scrapes++;
       return { contentType: registry.contentType, body: await registry.metrics() };
     },
   };

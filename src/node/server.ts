@@ -8,12 +8,14 @@ import { type AddressInfo, Server as NetServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { serve } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
+import type { SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Context } from 'hono';
 import { createAdmission } from '../core/admission.js';
 import { createApp, SECURITY_HEADERS } from '../core/app.js';
 import type { AuditStore } from '../core/audit-sql.js';
 import type { InferenceBackend } from '../core/backend.js';
 import { createMemoryTier, createTieredCache, type MemoryTier } from '../core/cache.js';
+import { createDriftMonitor, type DriftMonitor } from '../core/drift.js';
 import { ServeError } from '../core/errors.js';
 import { createLifecycle } from '../core/lifecycle.js';
 import { createModelStats } from '../core/model-stats.js';
@@ -23,14 +25,15 @@ import { createModelRepository, type ModelRepository, type StoredVersion } from 
 import { type AuditLog, createAuditLog } from './audit/audit-log.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
-import { createLifecycleStore } from './lifecycle-store.js';
-import { log, logger } from './log.js';
+import { createLifecycleStore, setModelJsonField } from './lifecycle-store.js';
+import { log, logger, requestLogger } from './log.js';
 import { scanModelRepository } from './model-store.js';
 import { createModelWatcher, type ModelWatcher } from './model-watcher.js';
 import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
 import { createRateLimiter, type NodeRateLimiter } from './rate-limiter.js';
 import { createRedisTier, type RedisTier } from './redis-tier.js';
+import { createTracing } from './tracing.js';
 
 export interface RunningServer {
   url: string;
@@ -45,6 +48,16 @@ export interface RunningServer {
 }
 
 const VERSION = '0.1.0';
+
+/** Drift detection per model version; references set through the API are kept in their model.json. */
+function createDrift(config: ServerConfig): DriftMonitor | undefined {
+  if (!config.drift) return undefined;
+  return createDriftMonitor({
+    ...config.drift,
+    persist: (entry, reference) =>
+      setModelJsonField(config.modelsDir, entry.name, entry.version, 'drift_reference', reference),
+  });
+}
 
 /** The prediction cache: L1 in process, L2 in Redis when REDIS_URL is set. */
 function createCache(config: ServerConfig['cache'], metrics: PromMetrics) {
@@ -267,8 +280,14 @@ function logAccess(config: ServerConfig, limiter: NodeRateLimiter | undefined) {
  * Listen at once (liveness answers while models load), then load every model into the pool; readiness
  * turns true when all workers hold warmed sessions.
  */
-export async function startServer(config: ServerConfig): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  /** `spanExporter`: trace every request into it (tests), whatever the configuration says. */
+  options: { spanExporter?: SpanExporter } = {},
+): Promise<RunningServer> {
   logger.level = config.log.level;
+  requestLogger.level = config.log.level;
+  const tracing = createTracing(config.tracing, { version: VERSION, exporter: options.spanExporter });
   const metrics = createPromMetrics();
   const { l1, redis, cache } = createCache(config.cache, metrics);
   const { audit, store: auditStore } = createAudit(config.audit, metrics);
@@ -278,9 +297,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     runTimeoutMs: config.runTimeoutMs,
   });
   const stats = createModelStats();
+  const drift = createDrift(config);
   const predictor = createPredictor({
     backend,
     batching: config.batching,
+    drift,
     onBatch: (entry, r) => {
       metrics.batch(entry, r);
       stats.batch(entry, r);
@@ -330,6 +351,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     traffic: await lifecycleStore.loadTraffic(),
   });
   const registry = lifecycle.registry;
+  if (drift) metrics.watch({ drift: () => drift.snapshot(registry.all()) });
   let ready = false;
   let closing = false;
   const app = createApp(
@@ -337,7 +359,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       registry,
       repository,
       lifecycle,
-      logger,
+      logger: requestLogger,
       predictor,
       metrics,
       isReady: () => ready,
@@ -353,6 +375,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       clientAddress: clientAddress(config.access.trustProxyHops),
       responseHeader: nodeResponseHeader,
       sha256: (key) => hash('sha256', key, 'buffer'),
+      tracer: tracing?.tracer,
+      drift,
     },
     {
       maxBodyBytes: config.maxBodyBytes,
@@ -435,12 +459,13 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       backend.close(),
       sleep(Math.max(0, deadline - performance.now()), undefined, { ref: false }),
     ]);
-    // Every answered request's record is written, or spooled to disk and fsynced, before exit, and within
-    // SHUTDOWN_TIMEOUT_MS: a store that stopped answering is given what time is left (less a margin for the
-    // spool's own writes), then its records are spooled.
+    // Every answered request's record is in the segment log, fsynced, before exit; the store is given what
+    // is left of SHUTDOWN_TIMEOUT_MS (less a margin) to take what it can, and the rest waits in the log.
     await audit?.close(Math.max(250, deadline - performance.now() - 500));
     await redis?.close();
     limiter?.close();
+    // Spans still buffered go out, within what is left of the shutdown time.
+    await tracing?.shutdown(Math.max(100, deadline - performance.now()));
   };
 
   return {

@@ -1,10 +1,12 @@
 /** What every route module receives from `createApp`: the dependencies, the settings, and shared helpers. */
+import type { Tracer } from '@opentelemetry/api';
 import type { Context } from 'hono';
 import { type AccessConfig, API_KEY_VAR, type RateLimiter } from '../access.js';
 import type { Admission } from '../admission.js';
 import { type Answer, createAnswer } from '../answer.js';
 import type { AuditReader, AuditSink } from '../audit.js';
 import type { TieredCache } from '../cache.js';
+import type { DriftMonitor } from '../drift.js';
 import { ServeError } from '../errors.js';
 import { type BodyReader, createBodyReader, timeoutHeader, yieldTurn } from '../http.js';
 import { createInference, type Inference } from '../inference.js';
@@ -16,6 +18,7 @@ import type { Predictor } from '../predictor.js';
 import type { ModelEntry, ModelRegistry } from '../registry.js';
 import type { ModelRepository } from '../repository.js';
 import type { Tensor } from '../tensor.js';
+import { TRACE_SCOPE, type TraceScope } from '../tracing.js';
 
 export interface AppDeps {
   registry: ModelRegistry;
@@ -68,6 +71,13 @@ export interface AppDeps {
   responseHeader?: (c: Context, name: string, value: string) => void;
   /** SHA-256 of an API key's UTF-8 bytes, the runtime's fastest way; absent = @noble/hashes. */
   sha256?: (key: string) => Uint8Array;
+  /**
+   * Traces: each request gets a span (continuing the caller's `traceparent`), with children for the cache
+   * lookup, the inference and the audit hand-off. Absent = no tracing code runs per request.
+   */
+  tracer?: Tracer;
+  /** Drift detection per model version (GET /models/{name}/drift, the seeds' stats); absent = off. */
+  drift?: DriftMonitor;
 }
 
 /** Cross-origin requests from browsers: off unless origins are listed. */
@@ -147,12 +157,16 @@ export interface RouteContext {
   ): ((outputs: Record<string, Tensor>, servedMs: number | undefined) => void) | undefined;
   /** The client's id (body, then X-Request-Id, which is echoed back) or a fresh UUID. */
   requestId(c: Context, fromBody: string | undefined): string;
+  /** This request's trace scope, when tracing is on. */
+  trace(c: Context): TraceScope | undefined;
   /** When the answer stops being wanted: the server's limit, or less if the client asks (body, then X-Timeout-Ms). */
   deadline(c: Context, started: number, fromBody: number | undefined): number;
 }
 
 /** The context key under which a prediction request's model version is kept (see `chosen`). */
 export const CHOSEN_MODEL = 'chosenModel';
+/** The context key under which a request's id is kept once known (for its log lines). */
+export const REQUEST_ID = 'requestId';
 
 export const notReady = () =>
   new ServeError('ERR_NOT_READY', 'models are still loading, or the server is shutting down', {
@@ -168,7 +182,7 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
     readJson: body.readJson,
     body,
     giveWay: deps.admission?.giveWay ?? yieldTurn,
-    answer: createAnswer(deps.audit),
+    answer: createAnswer(deps.audit, deps.tracer !== undefined),
     requireReady() {
       if (!deps.isReady()) throw notReady();
     },
@@ -226,18 +240,31 @@ export function createRouteContext(deps: AppDeps, config: AppConfig): RouteConte
       };
     },
     requestId(c, fromBody) {
-      if (fromBody !== undefined) return fromBody;
-      const header = c.req.header('x-request-id');
-      if (!header) return crypto.randomUUID();
-      if (header.length > 200) {
-        throw new ServeError('ERR_VALIDATION', 'X-Request-Id is over 200 characters', {
-          field: 'x-request-id',
-        });
-      }
-      c.header('X-Request-Id', header);
-      return header;
+      const id = requestIdOf(c, fromBody);
+      c.set(REQUEST_ID as never, id as never);
+      return id;
     },
+    // A request whose trace is not sampled gets no child spans at all (not even non-recording ones).
+    trace: deps.tracer
+      ? (c) => {
+          const scope = c.get(TRACE_SCOPE as never) as TraceScope | undefined;
+          return scope?.span.isRecording() ? scope : undefined;
+        }
+      : () => undefined,
   };
+}
+
+function requestIdOf(c: Context, fromBody: string | undefined): string {
+  if (fromBody !== undefined) return fromBody;
+  const header = c.req.header('x-request-id');
+  if (!header) return crypto.randomUUID();
+  if (header.length > 200) {
+    throw new ServeError('ERR_VALIDATION', 'X-Request-Id is over 200 characters', {
+      field: 'x-request-id',
+    });
+  }
+  c.header('X-Request-Id', header);
+  return header;
 }
 
 /** Answers of at least this many rows take ms to build and write: small requests in progress go first. */

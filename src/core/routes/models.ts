@@ -6,6 +6,7 @@ import { ACCESS_ERRORS, errorResponses, json, register, secured } from '../opena
 import type { ModelEntry } from '../registry.js';
 import * as S from '../schemas.js';
 import type { RouteContext } from './context.js';
+import { driftMetrics } from './monitoring.js';
 
 const tags = ['models'];
 
@@ -98,7 +99,7 @@ export function modelRoutes(ctx: RouteContext) {
     const query = S.ModelQuery.safeParse(c.req.query());
     if (!query.success) throw validationError(query.error);
     const e = registry.resolve(query.data.model, query.data.version);
-    return c.json({ name: e.name, ...describeVersion(e) });
+    return c.json({ name: e.name, ...describeVersion(e), drift_metrics: driftMetrics(ctx.deps.drift, e) });
   };
   register(app, modelInfoRoute('/model/info'), modelInfo);
   register(app, modelInfoRoute('/model-info'), modelInfo);

@@ -9,6 +9,7 @@ import { type RowPrediction, toRowPredictions } from '../prediction.js';
 import type { ModelEntry, TabularInput } from '../registry.js';
 import * as S from '../schemas.js';
 import type { Tensor } from '../tensor.js';
+import type { TraceScope } from '../tracing.js';
 import { LARGE_ANSWER_ROWS, type RouteContext } from './context.js';
 
 export const predictRoute = createRoute({
@@ -69,6 +70,7 @@ export function predictionRoutes(ctx: RouteContext) {
     fieldOf: (r: number) => string,
     useCache: boolean,
     deadline: number,
+    trace: TraceScope | undefined,
   ): Promise<{
     predictions: RowPrediction[];
     tiers: InferResult['tiers'];
@@ -92,6 +94,7 @@ export function predictionRoutes(ctx: RouteContext) {
       useCache,
       outputs: predictOutputs(entry),
       deadline,
+      trace,
     });
     shadow?.(
       result.outputs,
@@ -123,6 +126,7 @@ export function predictionRoutes(ctx: RouteContext) {
         (r) => `features[${r}]`,
         useCache,
         deadline,
+        ctx.trace(c),
       );
       const rows = predictions.length;
       if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
@@ -147,6 +151,7 @@ export function predictionRoutes(ctx: RouteContext) {
       () => 'features',
       useCache,
       deadline,
+      ctx.trace(c),
     );
     const one = predictions[0]!;
     const tier = tiers?.[0];
@@ -201,6 +206,7 @@ export function predictionRoutes(ctx: RouteContext) {
       fieldOf,
       useCache,
       deadline,
+      ctx.trace(c),
     );
     const rows = predictions.length;
     if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();

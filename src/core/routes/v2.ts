@@ -186,6 +186,7 @@ export function v2Routes(ctx: RouteContext) {
       useCache: useCache !== false,
       outputs: outputNames,
       deadline: ctx.deadline(c, started, requestTimeoutMs(req.parameters)),
+      trace: ctx.trace(c),
     });
     shadow?.(outputs, tiers?.some((t) => t !== undefined) ? undefined : performance.now() - ran);
     metrics.rows(entry.name, entry.version, rows);
