@@ -15,8 +15,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKey, keyDigestHex, keyLine } from '../src/core/access.js';
+import { modelsCopy } from './models-copy.js';
 import { client, json, startTestServer } from './server.js';
-import { freshDatabase } from './services.js';
+import { createProxy, freshDatabase } from './services.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const ADMIN = generateKey();
@@ -28,12 +29,6 @@ const API_KEYS = [
 const admin = { authorization: `Bearer ${ADMIN}` };
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
-
-function modelsCopy() {
-  const dir = mkdtempSync(join(tmpdir(), 'lifecycle-models-'));
-  cpSync(join(ROOT, 'models'), dir, { recursive: true });
-  return dir;
-}
 
 const row = (i: number) => ({
   tenure_months: 1 + (i % 72),
@@ -492,3 +487,46 @@ describe('model lifecycle', () => {
     expect([down.code, down.err]).toEqual([1, expect.stringMatching(/cannot reach the server/)]);
   }, 60_000);
 });
+
+it('a reload that arrives while a stage change is being written waits for it: the change is not undone', async () => {
+  // The store answers slowly (its bytes held), so the promotion is in memory, half written to model.json
+  // (the archived version's file first), when the reload reads the files. Before, the reload read them
+  // then, and put the old stages back: the promoted version stopped serving.
+  const db = await freshDatabase('lifecycle_race');
+  const proxy = await createProxy(5432);
+  const dir = modelsCopy();
+  const server = await startTestServer({
+    MODELS_DIR: dir,
+    DEFAULT_MODEL: 'churn',
+    API_KEYS,
+    AUDIT: 'on',
+    DATABASE_URL: db.url.replace('127.0.0.1:5432', `127.0.0.1:${proxy.port}`),
+    WATCH_MODELS: 'false',
+  });
+  try {
+    expect((await send(server, 'GET', '/models/churn/stages')).body.serving).toBe('2');
+    expect(
+      (await send(server, 'POST', '/models/churn/versions/2/stage', { stage: 'production' })).status,
+    ).toBe(200);
+    proxy.hold();
+    const promoted = send(server, 'POST', '/models/churn/versions/1/stage', { stage: 'production' });
+    await new Promise((r) => setTimeout(r, 300));
+    const reloaded = send(server, 'POST', '/v2/repository/models/churn/load', {});
+    await new Promise((r) => setTimeout(r, 700));
+    proxy.release();
+    expect((await promoted).status).toBe(200);
+    expect((await reloaded).status).toBe(200);
+    const stages = (await send(server, 'GET', '/models/churn/stages')).body;
+    expect(stages.serving).toBe('1');
+    expect(stages.versions).toEqual([
+      { version: '1', stage: 'production' },
+      { version: '2', stage: 'archived' },
+    ]);
+    const answer = await json(await server.post('/predict', { features: row(1), use_cache: false }));
+    expect(answer.model_version).toBe('1');
+  } finally {
+    await server.close();
+    proxy.close();
+    await db.drop();
+  }
+}, 60_000);

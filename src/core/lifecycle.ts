@@ -141,6 +141,12 @@ export interface LifecycleOptions {
   maxShadowInFlight?: number;
   random?: () => number;
   now?: () => Date;
+  /**
+   * Runs a stage change apart from the repository's loads (their queue): a reload reads model.json, and one
+   * that read it between a change in memory and its file would put the old stage back (seen under load: a
+   * rolled-back version kept serving until the next change).
+   */
+  exclusive?: <T>(work: () => Promise<T>) => Promise<T>;
 }
 
 const notFound = (field: string, message: string) =>
@@ -179,6 +185,7 @@ export function createLifecycle(opts: LifecycleOptions) {
   const maxShadowInFlight = opts.maxShadowInFlight ?? 64;
   let shadowInFlight = 0;
 
+  const exclusive = opts.exclusive ?? (<T>(work: () => Promise<T>) => work());
   const stageOf = (e: ModelEntry): Stage | undefined => {
     const s = e.metadata.stage;
     return typeof s === 'string' && (STAGES as readonly string[]).includes(s) ? (s as Stage) : undefined;
@@ -271,6 +278,48 @@ export function createLifecycle(opts: LifecycleOptions) {
     };
   };
 
+  /** A stage change: in memory (the next request sees it), then in model.json and the store. */
+  async function setStage(
+    name: string,
+    version: string,
+    stage: Stage,
+    how: { by: string | null; reason: string | null; archiveExisting?: boolean },
+  ) {
+    const entry = requireVersion(name, version);
+    const at = now().toISOString();
+    const changes: StageChange[] = [];
+    const change = (e: ModelEntry, to: Stage, reason: string | null) => {
+      const previous = stageOf(e) ?? null;
+      if (previous === to) return;
+      e.metadata.stage = to; // applies to the next request; model.json is written below
+      changes.push({ model: name, version: e.version, stage: to, previous, at, by: how.by, reason });
+    };
+    if (stage === 'production' && how.archiveExisting !== false) {
+      for (const other of inner.versions(name)) {
+        if (other !== entry && stageOf(other) === 'production') {
+          change(other, 'archived', `version ${version} promoted to production`);
+        }
+      }
+    }
+    const previous = stageOf(entry) ?? null;
+    change(entry, stage, how.reason);
+    const persisted = { store: true, model_json: true };
+    for (const c of changes) {
+      const p = opts.store ? await opts.store.recordStage(c) : { store: false, model_json: false };
+      persisted.store &&= p.store;
+      persisted.model_json &&= p.model_json;
+    }
+    return {
+      model: name,
+      version,
+      stage,
+      previous,
+      archived: changes.filter((c) => c.version !== version).map((c) => c.version),
+      serving: primary(name)?.version ?? null,
+      persisted: changes.length === 0 ? { store: null, model_json: null } : persisted,
+    };
+  }
+
   return {
     registry,
 
@@ -287,45 +336,13 @@ export function createLifecycle(opts: LifecycleOptions) {
      * Set a version's stage. Promoting one to production archives the version that was production (unless
      * `archiveExisting` is false), so that exactly one serves by default; every change is recorded.
      */
-    async setStage(
+    setStage(
       name: string,
       version: string,
       stage: Stage,
       how: { by: string | null; reason: string | null; archiveExisting?: boolean },
     ) {
-      const entry = requireVersion(name, version);
-      const at = now().toISOString();
-      const changes: StageChange[] = [];
-      const change = (e: ModelEntry, to: Stage, reason: string | null) => {
-        const previous = stageOf(e) ?? null;
-        if (previous === to) return;
-        e.metadata.stage = to; // applies to the next request; model.json is written below
-        changes.push({ model: name, version: e.version, stage: to, previous, at, by: how.by, reason });
-      };
-      if (stage === 'production' && how.archiveExisting !== false) {
-        for (const other of inner.versions(name)) {
-          if (other !== entry && stageOf(other) === 'production') {
-            change(other, 'archived', `version ${version} promoted to production`);
-          }
-        }
-      }
-      const previous = stageOf(entry) ?? null;
-      change(entry, stage, how.reason);
-      const persisted = { store: true, model_json: true };
-      for (const c of changes) {
-        const p = opts.store ? await opts.store.recordStage(c) : { store: false, model_json: false };
-        persisted.store &&= p.store;
-        persisted.model_json &&= p.model_json;
-      }
-      return {
-        model: name,
-        version,
-        stage,
-        previous,
-        archived: changes.filter((c) => c.version !== version).map((c) => c.version),
-        serving: primary(name)?.version ?? null,
-        persisted: changes.length === 0 ? { store: null, model_json: null } : persisted,
-      };
+      return exclusive(() => setStage(name, version, stage, how));
     },
 
     history: (name: string, version?: string) => {

@@ -147,6 +147,9 @@ export function createModelRepository(opts: RepositoryOptions) {
     /** Requests see this: loaded versions resolve, unloaded and loading models are 503. */
     registry,
 
+    /** Run `work` in the queue loads and unloads run in: none of them runs meanwhile. */
+    exclusive: serially,
+
     /** Read the repository and load every version in it (at start). */
     loadAll(): Promise<ModelEntry[]> {
       return serially(async () => {

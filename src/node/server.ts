@@ -349,6 +349,8 @@ export async function startServer(
     registry: repository.registry,
     store: lifecycleStore,
     traffic: await lifecycleStore.loadTraffic(),
+    // A stage change and a reload (which reads model.json) never interleave.
+    exclusive: repository.exclusive,
   });
   const registry = lifecycle.registry;
   if (drift) metrics.watch({ drift: () => drift.snapshot(registry.all()) });
