@@ -243,3 +243,33 @@ describe('the line for large bodies, probed', () => {
     blocker.socket.destroy();
   });
 });
+
+describe('a small request with a large answer', () => {
+  let server: Server;
+  beforeAll(async () => {
+    // A heavy request's steps would wait up to 1 s for small requests in progress: a small one must not
+    // wait for itself (it counts among them), nor for its small peers.
+    server = await startTestServer({ HEAVY_YIELD_MS: '1000' });
+  });
+  afterAll(() => server?.close());
+
+  it('is not held by the bound heavy requests wait under: 1,000+ rows in a body over 64 KiB, alone and beside its peers', async () => {
+    const instances = rows(1500, 7, 21).map((f) => f.map((x) => Math.abs(x) + 0.123456789));
+    const body = JSON.stringify({ instances });
+    expect(body.length).toBeGreaterThan(64 * 1024); // parsed in steps that give way
+    expect(body.length).toBeLessThan(256 * 1024); // and still small (under HEAVY_BODY_BYTES)
+    for (const concurrent of [1, 4]) {
+      const t0 = performance.now();
+      const answers = await Promise.all(
+        Array.from({ length: concurrent }, () => server.post('/predict/batch', body)),
+      );
+      const ms = performance.now() - t0;
+      for (const res of answers) {
+        expect(res.status).toBe(200);
+        expect((await json(res)).predictions).toHaveLength(1500);
+      }
+      // Held, each would take 3 s (three steps that wait the whole 1 s); answered, well under one.
+      expect(ms).toBeLessThan(1000);
+    }
+  });
+});

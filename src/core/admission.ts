@@ -14,7 +14,7 @@
  * Written here rather than taken from a semaphore library: it must refuse (not queue) past a bound, drop
  * waiters at their deadline, and cost nothing measurable for the small requests that never wait.
  */
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { ServeError } from './errors.js';
 import { bodyTooLarge, timeoutHeader, yieldTurn } from './http.js';
 
@@ -58,6 +58,15 @@ export const overloaded = (message: string) =>
   new ServeError('ERR_OVERLOADED', message, { retryAfterSeconds: 1 });
 
 export type Admission = ReturnType<typeof createAdmission>;
+
+/** The context key set on a request admitted as heavy. */
+const HEAVY = 'admittedHeavy';
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    [HEAVY]?: boolean;
+  }
+}
 
 export function createAdmission(opts: AdmissionOptions) {
   let inFlight = 0;
@@ -142,6 +151,7 @@ export function createAdmission(opts: AdmissionOptions) {
           lightDone();
         }
       }
+      c.set(HEAVY, true);
       const limit = asked === undefined ? opts.maxWaitMs : Math.min(asked, opts.maxWaitMs);
       if (heavyActive < opts.heavyConcurrency) heavyActive++;
       else await waitForPlace(limit, c.req.raw.signal);
@@ -164,9 +174,13 @@ export function createAdmission(opts: AdmissionOptions) {
     }
   };
 
-  /** Before a heavy request's next costly step: let small requests in progress finish first (bounded). */
-  const giveWay = (): Promise<void> => {
-    if (light === 0 || opts.heavyYieldMs <= 0) return yieldTurn();
+  /**
+   * Before a request's next costly step. A heavy one lets the small requests in progress finish first
+   * (bounded by heavyYieldMs); a small one only lets waiting callbacks run: it counts among the small
+   * requests itself, so waiting for them would always wait the whole bound.
+   */
+  const giveWay = (c?: Context): Promise<void> => {
+    if (light === 0 || opts.heavyYieldMs <= 0 || c?.get(HEAVY) !== true) return yieldTurn();
     return new Promise((resolve) => {
       const resume = () => {
         clearTimeout(timer);

@@ -134,7 +134,7 @@ const V2_TYPE = /^application\/(([a-z.+-]+\+)?json|octet-stream)\s*(;|$)/i;
 export function createBodyReader(
   maxBodyBytes: number,
   /** Awaited before a large body's costly steps; by default, one turn of the event loop. */
-  giveWay: () => Promise<void> = yieldTurn,
+  giveWay: (c?: Context) => Promise<void> = yieldTurn,
 ) {
   const tooLarge = () => bodyTooLarge(maxBodyBytes);
 
@@ -155,11 +155,15 @@ export function createBodyReader(
   };
 
   /** Bytes as JSON checked against `schema`. */
-  const parseJson = async <T extends z.ZodType>(bytes: Uint8Array, schema: T): Promise<z.output<T>> => {
+  const parseJson = async <T extends z.ZodType>(
+    bytes: Uint8Array,
+    schema: T,
+    c?: Context,
+  ): Promise<z.output<T>> => {
     // A large body's parse holds the event loop for tens of ms: let other requests' waiting callbacks run
     // first, and again before the schema walks the result, so small requests are not held behind both.
     const large = bytes.byteLength >= YIELD_ABOVE_BYTES;
-    if (large) await giveWay();
+    if (large) await giveWay(c);
     let raw: unknown;
     try {
       raw = JSON.parse(new TextDecoder().decode(bytes));
@@ -168,7 +172,7 @@ export function createBodyReader(
         field: 'body',
       });
     }
-    if (large) await giveWay();
+    if (large) await giveWay(c);
     const parsed = schema.safeParse(raw);
     if (!parsed.success) throw validationError(parsed.error);
     return parsed.data;
@@ -209,13 +213,13 @@ export function createBodyReader(
           },
         );
       }
-      return parseJson(await readRaw(c), schema);
+      return parseJson(await readRaw(c), schema, c);
     },
 
     /** An Open Inference Protocol body that may be empty (Triton's client sends none to some routes). */
     async readOptionalV2Json<T extends z.ZodType>(c: Context, schema: T): Promise<z.output<T> | undefined> {
       const bytes = await readV2Body(c);
-      return bytes.byteLength === 0 ? undefined : parseJson(bytes, schema);
+      return bytes.byteLength === 0 ? undefined : parseJson(bytes, schema, c);
     },
   };
 }

@@ -132,7 +132,7 @@ export interface RouteContext {
   body: BodyReader;
   answer: Answer;
   /** Before a large request's costly step (building a big answer): small requests in progress go first. */
-  giveWay(): Promise<void>;
+  giveWay(c: Context): Promise<void>;
   /** Throws 503 ERR_NOT_READY until every model is loaded and warmed. */
   requireReady(): void;
   /** Readiness for load balancers: not before the models are ready, and not while draining. */

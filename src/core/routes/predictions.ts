@@ -129,7 +129,7 @@ export function predictionRoutes(ctx: RouteContext) {
         ctx.trace(c),
       );
       const rows = predictions.length;
-      if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
+      if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay(c);
       const a = { route: '/predict', entry, requestId, inputs, outputs, rows, started, tiers };
       return answer(c, a, (latencyMs, cachedRows) => ({
         body: {
@@ -209,7 +209,7 @@ export function predictionRoutes(ctx: RouteContext) {
       ctx.trace(c),
     );
     const rows = predictions.length;
-    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
+    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay(c);
     const a = { route: '/predict/batch', entry, requestId, inputs, outputs, rows, started, tiers };
     return answer(c, a, (latencyMs, cachedRows) => ({
       body: {

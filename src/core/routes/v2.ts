@@ -154,7 +154,7 @@ export function v2Routes(ctx: RouteContext) {
     // The model first: an unknown model is a 404 whatever the body holds.
     const entry = ctx.chosen(c, registry.resolve(c.req.param('name'), c.req.param('version'), ctx.caller(c)));
     const { json, binary } = splitInferBody(await body.readV2Body(c), c.req.header(HEADER_LENGTH));
-    const req = await body.parseJson(json, S.V2InferRequest);
+    const req = await body.parseJson(json, S.V2InferRequest, c);
     refuseUnservedExtensions(req);
     const outputNames = selectV2Outputs(entry, req.outputs);
     const asBinary = binaryOutputs(req, outputNames);
@@ -190,7 +190,7 @@ export function v2Routes(ctx: RouteContext) {
     });
     shadow?.(outputs, tiers?.some((t) => t !== undefined) ? undefined : performance.now() - ran);
     metrics.rows(entry.name, entry.version, rows);
-    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay();
+    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay(c);
     const encoded = outputNames.map((n) => encodeV2Output(n, outputs[n]!));
     const requestId = req.id ?? crypto.randomUUID();
     const a = { route: c.req.routePath, entry, requestId, inputs: tensors, outputs, rows, started, tiers };
