@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
 ) PARTITION BY RANGE (time);
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_time ON ${AUDIT_TABLE} (time);
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_model ON ${AUDIT_TABLE} (model, model_version, time);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_model_time ON ${AUDIT_TABLE} (model, time);
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_request ON ${AUDIT_TABLE} (request_id);
 CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
   writer   text PRIMARY KEY,
@@ -76,7 +77,9 @@ CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
  * SQLite: the same columns; `time` in ms since the epoch, ids as 16 bytes. The rowid is the id's first 64
  * bits (its millisecond and the log writer's counter: unique, and in time order), so the table itself is the
  * index by id and by time: two B-trees fewer to keep up per record than a unique id and a time index, the
- * largest part of this store's cost (bench:audit-stores).
+ * largest part of this store's cost (bench:audit-stores). Every SQLite index ends in the rowid, so the
+ * index on (model) hands `GET /audit?model=` its newest rows in order, and (model, model_version) the same
+ * per version: without the first, a page of 100 sorted every row of the model (90 ms at 50,000 rows).
  */
 export const SQLITE_SCHEMA_SQL = `
 CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
@@ -98,6 +101,7 @@ CREATE TABLE IF NOT EXISTS ${AUDIT_TABLE} (
   output        BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_model ON ${AUDIT_TABLE} (model, model_version);
+CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_model_time ON ${AUDIT_TABLE} (model);
 CREATE INDEX IF NOT EXISTS ${AUDIT_TABLE}_by_request ON ${AUDIT_TABLE} (request_id);
 CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
   writer   TEXT PRIMARY KEY,
@@ -211,16 +215,24 @@ export function auditSearchSql(
     };
   }
   // With inputs and outputs, records stop once they add up to AUDIT_READ_MAX_BYTES (the one that crosses it
-  // included, so a search always answers at least one): a record may hold megabytes.
+  // included, so a search always answers at least one): a record may hold megabytes. The page's keys and
+  // sizes are found first, from the index, LIMIT rows at most (a count over every match read them all);
+  // only the records kept are then read whole. `matches` is how many the page would hold without the bound.
   params.push(AUDIT_READ_MAX_BYTES);
-  const size =
-    d === 'postgres' ? 'octet_length(input) + octet_length(output)' : 'length(input) + length(output)';
+  const bound = param();
+  const pg = d === 'postgres';
+  const size = pg ? 'octet_length(input) + octet_length(output)' : 'length(input) + length(output)';
+  const keys = pg ? 'id AS k_id, time AS k_time' : 'rowid AS k_id';
+  const keyOrder = pg ? 'k_time DESC, k_id DESC' : 'k_id DESC';
+  const join = pg
+    ? `${AUDIT_TABLE}.id = page.k_id AND ${AUDIT_TABLE}.time = page.k_time`
+    : `${AUDIT_TABLE}.rowid = page.k_id`;
   return {
-    sql: `SELECT * FROM (
-      SELECT ${selectList(d, true)}, count(*) OVER () AS matches,
-        sum(${size}) OVER (ORDER BY ${order} ROWS UNBOUNDED PRECEDING) - (${size}) AS bytes_before
-      FROM ${AUDIT_TABLE} ${filter} ORDER BY ${order} LIMIT ${limit}
-    ) page WHERE bytes_before < ${param()} ORDER BY time_ms DESC, record_id DESC`,
+    sql: `SELECT ${selectList(d, true)}, page.matches, page.bytes_before FROM (
+      SELECT *, count(*) OVER () AS matches,
+        sum(size) OVER (ORDER BY ${keyOrder} ROWS UNBOUNDED PRECEDING) - size AS bytes_before
+      FROM (SELECT ${keys}, ${size} AS size FROM ${AUDIT_TABLE} ${filter} ORDER BY ${order} LIMIT ${limit}) lim
+    ) page JOIN ${AUDIT_TABLE} ON ${join} WHERE page.bytes_before < ${bound} ORDER BY ${keyOrder}`,
     params,
   };
 }
