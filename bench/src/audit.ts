@@ -96,6 +96,32 @@ if (BEFORE) {
   );
 }
 
+// BENCH_VARIANTS="name:KEY=V,KEY2=V2;name2:…": more servers with settings of their own (experiments), over
+// the embedded defaults; DATABASE_URL=fresh gives one a database of its own.
+for (const [i, variant] of (process.env.BENCH_VARIANTS ?? '').split(';').filter(Boolean).entries()) {
+  const name = variant.slice(0, variant.indexOf(':') >>> 0);
+  const settings = variant.includes(':') ? variant.slice(variant.indexOf(':') + 1) : '';
+  const extra = Object.fromEntries(
+    settings
+      .split(',')
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
+  specs.push({
+    name,
+    port: 8310 + i,
+    root: ROOT,
+    postgres: false,
+    env: async () => ({
+      AUDIT_DIR: dir(name),
+      ...extra,
+      ...(extra.DATABASE_URL === 'fresh'
+        ? { DATABASE_URL: await benchDatabase(`bench_audit_${name.replace(/\W/g, '_')}`) }
+        : {}),
+    }),
+  });
+}
+
 const procs = [];
 const add = (m: Record<string, number[]>, name: string, x: number) => {
   m[name] = [...(m[name] ?? []), x];
