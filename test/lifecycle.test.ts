@@ -9,8 +9,7 @@
  *   - the CLI (`npm run models -- promote …`), and 4xx for every malformed change.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -94,6 +93,8 @@ describe('model lifecycle', () => {
       AUDIT: 'on',
       DATABASE_URL: db.url,
       AUDIT_FLUSH_MS: '20',
+      // Every request shadowed, however busy this process is (the rule that skips them is tested apart).
+      SHADOW_MAX_LOAD: '1',
     });
   }, 120_000);
   afterAll(async () => {
@@ -422,9 +423,48 @@ describe('model lifecycle', () => {
     }
   }, 120_000);
 
+  it('a shadow uses only spare capacity: past SHADOW_MAX_LOAD a request is not shadowed, counted as skipped_busy, and answered the same', async () => {
+    // SHADOW_MAX_LOAD=0: the event loop always counts as busy, so no request is shadowed.
+    const busy = await startTestServer({
+      MODELS_DIR: dir,
+      DEFAULT_MODEL: 'churn',
+      API_KEYS,
+      SHADOW_MAX_LOAD: '0',
+    });
+    try {
+      const ask = async (i: number) =>
+        json(
+          await client(busy.url).post('/predict', { features: row(i), use_cache: false, request_id: 'same' }),
+        );
+      const without = await Promise.all(Array.from({ length: 20 }, (_, i) => ask(i)));
+      expect((await send(busy, 'PUT', '/models/churn/traffic', { shadow: { version: '1' } })).status).toBe(
+        200,
+      );
+      // The monitor's first sample is taken within 100 ms of start.
+      await new Promise((r) => setTimeout(r, 250));
+      const withShadow = await Promise.all(Array.from({ length: 20 }, (_, i) => ask(i)));
+      const strip = ({ latency_ms: _l, timestamp: _t, ...rest }: Record<string, unknown>) => rest;
+      expect(withShadow.map(strip)).toEqual(without.map(strip));
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await send(busy, 'GET', '/models/churn/shadow')).body).toMatchObject({
+        requests: 0,
+        skipped_busy: 20,
+        skipped: 0,
+      });
+    } finally {
+      await busy.close();
+      await send(server, 'PUT', '/models/churn/traffic', {});
+    }
+  }, 120_000);
+
   it('a restart runs the shadow traffic.json names, and compares it afresh', async () => {
     await send(server, 'PUT', '/models/churn/traffic', { shadow: { version: '1' } });
-    const again = await startTestServer({ MODELS_DIR: dir, DEFAULT_MODEL: 'churn', API_KEYS });
+    const again = await startTestServer({
+      MODELS_DIR: dir,
+      DEFAULT_MODEL: 'churn',
+      API_KEYS,
+      SHADOW_MAX_LOAD: '1',
+    });
     try {
       expect((await send(again, 'GET', '/models/churn/traffic')).body.policy).toMatchObject({
         shadow: { version: '1', sample: 1 },

@@ -69,7 +69,14 @@ try {
       serverPids: [],
     });
   }
+  const shadowReport = async () =>
+    (await (await fetch(`${procs[1]!.url}/models/churn/shadow`)).json()) as {
+      requests: number;
+      skipped: number;
+      skipped_busy: number;
+    };
   for (const mode of ['closed', 'rate'] as const) {
+    const before = await shadowReport();
     const rps: Record<string, number[]> = {};
     const p99: Record<string, number[]> = {};
     for (let round = 1; round <= ROUNDS; round++) {
@@ -98,6 +105,14 @@ try {
     console.log(
       `${mode === 'closed' ? 'closed loop' : `${RATE} req/s offered`}, 50 connections: shadow p99 ${diff >= 0 ? '+' : ''}${diff} ms ` +
         `(median of per-round differences), req/s ${ratio.toFixed(3)}× off; p99 off ${p99.off!.join(' ')}, shadow ${p99.shadow!.join(' ')}`,
+    );
+    // How many of this mode's requests the shadow ran (SHADOW_MAX_LOAD skips them while the server is busy).
+    const after = await shadowReport();
+    const ran = after.requests - before.requests;
+    const busy = after.skipped_busy - before.skipped_busy;
+    const full = after.skipped - before.skipped;
+    console.log(
+      `  shadowed ${ran} requests, skipped ${busy} while busy and ${full} for runs in flight: ${((100 * ran) / Math.max(1, ran + busy + full)).toFixed(1)} % shadowed`,
     );
   }
   // The shadow ran and was compared, or the figures above measured nothing: its report says which.

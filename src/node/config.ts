@@ -30,6 +30,7 @@ const EnvSchema = z.object({
   MAX_ROWS_PER_REQUEST: int(1).optional(),
   SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
   SHUTDOWN_DELAY_MS: int(0).default(0),
+  SHADOW_MAX_LOAD: z.coerce.number().min(0).max(1).default(0.8),
   CACHE: onOff.default('on'),
   CACHE_L1_MAX_ENTRIES: int(1).default(100_000),
   CACHE_L1_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
@@ -139,6 +140,8 @@ export interface ServerConfig {
    * new connections. Within shutdownTimeoutMs.
    */
   shutdownDelayMs: number;
+  /** Shadow runs are skipped while the event loop was busy at least this share of the last 100 ms (1 = never). */
+  shadowMaxLoad: number;
   /** Refusals decided on the headers alone: in-flight bound, and a line for large bodies. */
   admission: {
     maxInFlight: number;
@@ -324,6 +327,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxRowsPerRequest: maxRows,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     shutdownDelayMs: e.SHUTDOWN_DELAY_MS,
+    shadowMaxLoad: e.SHADOW_MAX_LOAD,
     admission: {
       maxInFlight: e.MAX_INFLIGHT_REQUESTS,
       heavyBodyBytes: e.HEAVY_BODY_BYTES,

@@ -167,6 +167,23 @@ function withSecurityHeaders(fetch: Fetch, crossOrigin: boolean): Fetch {
   };
 }
 
+/**
+ * Whether the event loop has capacity to spare: busy while it was running at least `max` of the last 100 ms
+ * (event-loop utilization, as `perf_hooks` measures it). Undefined when max is 1 (never busy).
+ */
+function loadMonitor(max: number, windowMs = 100) {
+  if (max >= 1) return undefined;
+  let last = performance.eventLoopUtilization();
+  let busy = false;
+  const timer = setInterval(() => {
+    const now = performance.eventLoopUtilization();
+    busy = performance.eventLoopUtilization(now, last).utilization >= max;
+    last = now;
+  }, windowMs);
+  timer.unref();
+  return { busy: () => busy, stop: () => clearInterval(timer) };
+}
+
 /** While draining, every response tells its client to close the connection (and Node closes it after). */
 function drainAware(fetch: Fetch, draining: () => boolean): Fetch {
   const closeAfter = (res: Response) => {
@@ -345,7 +362,9 @@ export async function startServer(
   // Stages and traffic policies route requests that name no version; changes are kept in the audit store
   // and mirrored into the models directory (model.json, traffic.json).
   const lifecycleStore = createLifecycleStore({ modelsDir: config.modelsDir, store: auditStore });
+  const load = loadMonitor(config.shadowMaxLoad);
   const lifecycle = createLifecycle({
+    busy: load?.busy,
     registry: repository.registry,
     store: lifecycleStore,
     traffic: await lifecycleStore.loadTraffic(),
@@ -436,6 +455,7 @@ export async function startServer(
     if (closing) return;
     closing = true;
     watcher?.close();
+    load?.stop();
     const deadline = performance.now() + config.shutdownTimeoutMs;
     // Not waiting for models still loading: SIGTERM during start-up ends it now (the pool is closed below).
     // Closing the listener resets every connection the kernel has completed but the server not yet accepted,

@@ -112,6 +112,9 @@ const ShadowInfo = z
     rows: z.number(),
     failures: z.number(),
     skipped: z.number(),
+    skipped_busy: z.number().openapi({
+      description: 'requests not shadowed because the server had no spare capacity then (SHADOW_MAX_LOAD)',
+    }),
     agreement_rate: z.number().nullable(),
     mean_probability_difference: z.number().nullable(),
     max_probability_difference: z.number().nullable(),
