@@ -140,7 +140,7 @@ export interface ServerConfig {
    * new connections. Within shutdownTimeoutMs.
    */
   shutdownDelayMs: number;
-  /** Shadow runs are skipped while the event loop was busy at least this share of the last 100 ms (1 = never). */
+  /** Shadow runs are skipped while the event loop was busy at least this share of the last second (1 = never). */
   shadowMaxLoad: number;
   /** Refusals decided on the headers alone: in-flight bound, and a line for large bodies. */
   admission: {

@@ -168,13 +168,13 @@ function withSecurityHeaders(fetch: Fetch, crossOrigin: boolean): Fetch {
 }
 
 /**
- * Whether the event loop has capacity to spare: busy while it was running at least `max` of the last 100 ms
+ * Whether the event loop has capacity to spare: busy while it was running at least `max` of the last second
  * (event-loop utilization, as `perf_hooks` measures it). Undefined when max is 1 (never busy).
  */
-function loadMonitor(max: number, windowMs = 100) {
+function loadMonitor(max: number, windowMs = 1000) {
   if (max >= 1) return undefined;
   let last = performance.eventLoopUtilization();
-  let busy = false;
+  let busy = max <= 0;
   const timer = setInterval(() => {
     const now = performance.eventLoopUtilization();
     busy = performance.eventLoopUtilization(now, last).utilization >= max;
