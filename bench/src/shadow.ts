@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { uniquePredictBody } from './bodies.js';
-import { groupPids, load, median, settle, startProcess } from './harness.js';
+import { groupPids, load, median, type Proc, settle, startProcess } from './harness.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -36,7 +36,7 @@ const specs = [
   { name: 'off', port: 8211, dir: modelsDir(false) },
   { name: 'shadow', port: 8212, dir: modelsDir(true) },
 ];
-const procs = [];
+const procs: Proc[] = [];
 try {
   for (const s of specs) {
     procs.push(
