@@ -45,3 +45,39 @@ describe('the line writer', () => {
     closeSync(out.fd);
   });
 });
+
+describe('at exit, into a pipe whose reader is behind', () => {
+  it('waits for the reader rather than dropping the last lines', async () => {
+    const { spawn } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const built = fileURLToPath(new URL('../../dist/src/node/log-destination.js', import.meta.url));
+    // The child touches process.stdout (as the server does), which makes a piped stdout non-blocking, writes
+    // 3,000 lines (more than a pipe holds) and exits at once.
+    const script = `
+      import { createLineWriter } from ${JSON.stringify(built)};
+      process.stdout;
+      const w = createLineWriter(1);
+      process.on('exit', () => w.flushSync());
+      for (let n = 0; n < 3000; n++) w.write(JSON.stringify({ n, pad: 'x'.repeat(100) }) + '\\n');
+      setTimeout(() => process.exit(0), 1);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    child.stdout.pause();
+    await sleep(500); // the child has exited, or is waiting for us
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => chunks.push(d));
+    child.stdout.resume();
+    const code = await new Promise((r) => child.on('close', r));
+    expect(code).toBe(0);
+    // Every line arrives (lines of the write in flight at exit may come twice, and a copy torn: see flushSync).
+    const seen = new Set<number>();
+    for (const line of Buffer.concat(chunks).toString().split('\n')) {
+      try {
+        seen.add(JSON.parse(line).n);
+      } catch {}
+    }
+    expect(seen.size).toBe(3000);
+  });
+});

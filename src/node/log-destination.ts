@@ -8,11 +8,16 @@
  * The event loop never waits for the descriptor: while a write is in flight, lines gather for the next one.
  * If the reader stops reading (a full pipe) and more than `maxPendingBytes` gather, further lines are dropped
  * and counted, and a line saying how many follows once writing resumes. At exit, `flushSync` writes what is
- * left, the write in flight included (as sonic-boom does: at worst a chunk appears twice, never not at all).
+ * left, the write in flight included (as sonic-boom does: lines may appear twice, or torn if the reader is
+ * behind, never not at all), waiting up to 2 s for a reader that is behind.
  */
 import { write, writeSync } from 'node:fs';
 
 const GATHER_BYTES = 64 * 1024;
+/** At exit, the longest wait for a reader that is behind. */
+const SYNC_WAIT_MS = 2000;
+/** Something to Atomics.wait on: a synchronous pause without spinning. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 export interface LineWriter {
   write(line: string): void;
@@ -96,17 +101,27 @@ export function createLineWriter(
     },
     flushSync() {
       if (dropped > 0) pending += droppedLine();
+      // The write in flight may have written part of its bytes, or may still be writing them: they go again
+      // whole. Lines may then appear twice, and when the reader is behind, the two writes can interleave and
+      // tear a line or two (a write to a pipe is atomic only up to 4 KiB); nothing is lost.
       const parts = [inFlight, pending === '' ? undefined : Buffer.from(pending)];
       inFlight = undefined;
       pending = '';
-      try {
-        for (const buf of parts) {
-          if (!buf) continue;
-          let off = 0;
-          while (off < buf.length) off += writeSync(fd, buf, off);
+      // Node makes a pipe on stdout non-blocking: a reader that is behind answers EAGAIN. Wait for it, a
+      // little at a time, up to SYNC_WAIT_MS in all, rather than drop the last lines (the shutdown's among
+      // them); a reader gone (EPIPE) or a descriptor closed loses them.
+      const until = Date.now() + SYNC_WAIT_MS;
+      for (const buf of parts) {
+        if (!buf) continue;
+        let off = 0;
+        while (off < buf.length) {
+          try {
+            off += writeSync(fd, buf, off);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() >= until) return;
+            Atomics.wait(PAUSE, 0, 0, 5);
+          }
         }
-      } catch {
-        // Closed, or would block past exit: what is left is lost.
       }
     },
   };
