@@ -278,6 +278,9 @@ describe('loadConfig', () => {
     expect(c.port).toBe(8000);
     expect(c.defaultModel).toBeUndefined();
     expect(c.batching.maxInFlight).toBe(3);
+    // Blank is empty too: coerced, "  " would be the number 0 (a shadow never run, a port picked at random).
+    const blank = loadConfig({ PORT: '  ', SHADOW_MAX_LOAD: ' ', HEAVY_YIELD_MS: '\t' });
+    expect([blank.port, blank.shadowMaxLoad, blank.admission.heavyYieldMs]).toEqual([8000, 0.8, 20]);
   });
 
   it('refuses a shutdown delay that leaves the drain no time within SHUTDOWN_TIMEOUT_MS', () => {

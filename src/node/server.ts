@@ -181,7 +181,13 @@ function loadMonitor(max: number, windowMs = 1000) {
     last = now;
   }, windowMs);
   timer.unref();
-  return { busy: () => busy, stop: () => clearInterval(timer) };
+  return {
+    busy: () => busy,
+    stop: () => {
+      clearInterval(timer);
+      busy = max <= 0;
+    },
+  };
 }
 
 /** While draining, every response tells its client to close the connection (and Node closes it after). */
