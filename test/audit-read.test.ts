@@ -107,6 +107,10 @@ for (const store of ['postgres', 'sqlite'] as const) {
           expect(res.status, query).toBe(422);
           expect((await json(res)).error.field, query).toBe(field);
         }
+        // A huge limit is told the bound there is, not the largest integer JavaScript keeps exact.
+        const huge = await json(await server.get('/audit?limit=99999999999999999999'));
+        expect(huge.error.message).toMatch(/1000/);
+        expect(huge.error.message).not.toMatch(/9007199254740991/);
         const notUuid = await server.get('/audit/not-a-uuid');
         expect(notUuid.status).toBe(422);
         expect((await json(notUuid)).error.field).toBe('id');

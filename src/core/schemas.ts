@@ -523,11 +523,12 @@ export const AuditSearchQuery = z.object({
     .refine(fromYearOne, 'must be in year 0001 or later')
     .optional()
     .openapi({ param: { name: 'until', in: 'query' } }),
+  // The bounds before .int(): a huge limit is told the real bound (1000), not JavaScript's largest safe integer.
   limit: z.coerce
     .number()
-    .int()
     .min(1)
     .max(1000)
+    .int()
     .default(100)
     .openapi({ param: { name: 'limit', in: 'query' }, example: 100 }),
   include_io: z
