@@ -114,6 +114,18 @@ export interface LoadResult {
   serverRssMiB: number;
 }
 
+/** Appends a round's figure to a server's list. */
+export const add = (m: Record<string, number[]>, name: string, x: number) => {
+  m[name] = [...(m[name] ?? []), x];
+};
+
+/** A load run whose every answer must be a 2xx: a figure from failed requests measures nothing. */
+export async function loadAll(name: string, opts: Parameters<typeof load>[0]): Promise<LoadResult> {
+  const r = await load(opts);
+  if (r.non2xx || r.errors) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+  return r;
+}
+
 export async function load(opts: {
   url: string;
   path: string;

@@ -19,7 +19,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { uniquePredictBody } from './bodies.js';
-import { groupPids, load, median, settle, startProcess } from './harness.js';
+import { add, groupPids, load, loadAll, median, settle, startProcess } from './harness.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
@@ -70,9 +70,6 @@ if (process.env.BENCH_CONFIGS) {
 
 const collector = spawn(process.execPath, ['-e', COLLECTOR], { stdio: 'ignore' });
 const procs = [];
-const add = (m: Record<string, number[]>, name: string, x: number) => {
-  m[name] = [...(m[name] ?? []), x];
-};
 /** Scrapes /metrics every second while a run lasts, as Prometheus would. */
 const scraping = (url: string) => {
   const timer = setInterval(() => {
@@ -118,16 +115,14 @@ try {
       const s = specs[i]!;
       await settle(0.85, 3000);
       const stop = scraping(p.url);
-      const r = await load({
+      const r = await loadAll(s.name, {
         url: p.url,
         path: '/predict',
         connections: CONNECTIONS,
         seconds: SECONDS,
         body: uniquePredictBody,
         serverPids: groupPids(p.child.pid!),
-      });
-      stop();
-      if (r.non2xx || r.errors) throw new Error(`${s.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+      }).finally(stop);
       add(rps, s.name, r.rps);
       add(p99, s.name, r.p99);
       add(usPerRequest, s.name, Math.round((r.serverCpu / r.rps) * 1e6));
