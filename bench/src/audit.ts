@@ -61,49 +61,32 @@ const dir = (name: string) => {
   rmSync(d, { recursive: true, force: true });
   return d;
 };
-const specs: Spec[] = [
-  { name: 'off', port: 8301, root: ROOT, postgres: false, env: async () => ({ AUDIT: 'off' }) },
+/** The two audited configurations of one build: the embedded default, and Postgres with Redis. */
+const audited = (suffix: string, root: string, port: number, redisDb: number): Spec[] => [
   {
-    name: 'embedded',
-    port: 8302,
-    root: ROOT,
+    name: `embedded${suffix}`,
+    port,
+    root,
     postgres: false,
-    env: async () => ({ AUDIT_DIR: dir('embedded') }),
+    env: async () => ({ AUDIT_DIR: dir(`embedded${suffix}`) }),
   },
   {
-    name: 'postgres',
-    port: 8303,
-    root: ROOT,
+    name: `postgres${suffix}`,
+    port: port + 1,
+    root,
     postgres: true,
     env: async () => ({
-      AUDIT_DIR: dir('postgres'),
-      DATABASE_URL: await benchDatabase('bench_audit_after'),
-      REDIS_URL: `${REDIS}/8`,
+      AUDIT_DIR: dir(`postgres${suffix}`),
+      DATABASE_URL: await benchDatabase(`bench_audit_${suffix ? 'before' : 'after'}`),
+      REDIS_URL: `${REDIS}/${redisDb}`,
     }),
   },
 ];
-if (BEFORE) {
-  specs.push(
-    {
-      name: 'embedded-before',
-      port: 8304,
-      root: BEFORE,
-      postgres: false,
-      env: async () => ({ AUDIT_DIR: dir('embedded-before') }),
-    },
-    {
-      name: 'postgres-before',
-      port: 8305,
-      root: BEFORE,
-      postgres: true,
-      env: async () => ({
-        AUDIT_DIR: dir('postgres-before'),
-        DATABASE_URL: await benchDatabase('bench_audit_before'),
-        REDIS_URL: `${REDIS}/9`,
-      }),
-    },
-  );
-}
+const specs: Spec[] = [
+  { name: 'off', port: 8301, root: ROOT, postgres: false, env: async () => ({ AUDIT: 'off' }) },
+  ...audited('', ROOT, 8302, 8),
+  ...(BEFORE ? audited('-before', BEFORE, 8304, 9) : []),
+];
 
 // BENCH_VARIANTS="name:KEY=V,KEY2=V2;name2:…": more servers with settings of their own (experiments), over
 // the embedded defaults; DATABASE_URL=fresh gives one a database of its own.
