@@ -251,8 +251,8 @@ function readKeys(text: string | undefined, file: string | undefined): ApiKey[] 
 /** Read and check the environment once; an invalid value stops start-up with the variable's name. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): ServerConfig {
   // An empty or blank value is unset (its default applies): `z.coerce` would read "  " as the number 0.
-  const blank = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ''));
-  const parsed = EnvSchema.safeParse(blank);
+  const given = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ''));
+  const parsed = EnvSchema.safeParse(given);
   if (!parsed.success) {
     // Values that may hold secrets (passwords in URLs, keys) are not repeated in the message.
     const secret = (name: string) => /URL$|KEYS/.test(name);
