@@ -135,6 +135,8 @@ export function createBodyReader(
   maxBodyBytes: number,
   /** Awaited before a large body's costly steps; by default, one turn of the event loop. */
   giveWay: (c?: Context) => Promise<void> = yieldTurn,
+  /** Parses a large body elsewhere (see AppDeps.parseLargeJson); absent = here. */
+  parseLarge?: (bytes: Uint8Array) => Promise<unknown>,
 ) {
   const tooLarge = () => bodyTooLarge(maxBodyBytes);
 
@@ -160,15 +162,17 @@ export function createBodyReader(
     schema: T,
     c?: Context,
   ): Promise<z.output<T>> => {
-    // A large body's parse holds the event loop for tens of ms: let other requests' waiting callbacks run
-    // first, and again before the schema walks the result, so small requests are not held behind both.
+    // A large body's parse holds the event loop for tens of ms: it goes to parseLarge where there is one;
+    // else other requests' waiting callbacks run first. Either way they run again before the schema walks
+    // the result, so small requests are not held behind both.
     const large = bytes.byteLength >= YIELD_ABOVE_BYTES;
-    if (large) await giveWay(c);
+    if (large && !parseLarge) await giveWay(c);
     let raw: unknown;
     try {
-      raw = JSON.parse(new TextDecoder().decode(bytes));
+      raw = large && parseLarge ? await parseLarge(bytes) : JSON.parse(new TextDecoder().decode(bytes));
     } catch (err) {
-      throw new ServeError('ERR_BAD_JSON', `malformed JSON body: ${(err as Error).message}`, {
+      if (!(err instanceof SyntaxError)) throw err;
+      throw new ServeError('ERR_BAD_JSON', `malformed JSON body: ${err.message}`, {
         field: 'body',
       });
     }

@@ -40,7 +40,9 @@ export function splitInferBody(
       `${HEADER_LENGTH} is ${n} bytes but the body holds only ${body.byteLength}`,
     );
   }
-  return { json: body.subarray(0, n), binary: body.subarray(n) };
+  // An empty binary section is a buffer of its own: the JSON then spans the whole body, whose buffer a
+  // parser on another thread may take (AppDeps.parseLargeJson), leaving views of it unusable.
+  return { json: body.subarray(0, n), binary: n === body.byteLength ? new Uint8Array(0) : body.subarray(n) };
 }
 
 interface RequestInput {

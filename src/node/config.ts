@@ -22,6 +22,7 @@ const EnvSchema = z.object({
   WATCH_MODELS: z.enum(['true', 'false']).default('true'),
   POOL_SIZE: int(1).max(256).default(availableParallelism()),
   INTRA_OP_THREADS: int(1).max(64).default(1),
+  JSON_PARSE_THREADS: int(0).max(64).default(1),
   BATCH_MAX_ROWS: int(1).default(512),
   BATCH_MAX_DELAY_MS: z.coerce.number().min(0).max(1000).default(1),
   BATCH_MAX_QUEUED_ROWS: int(1).default(20_000),
@@ -126,6 +127,8 @@ export interface ServerConfig {
   watchModels: boolean;
   poolSize: number;
   intraOpNumThreads: number;
+  /** Threads that parse JSON bodies of 64 KiB or more; 0 = the main thread parses them. */
+  jsonParseThreads: number;
   /** Most ms one batch may run before its worker is ended and replaced. */
   runTimeoutMs: number;
   /** Most ms a prediction may take (clients may ask for less): past it, 504. */
@@ -316,6 +319,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     watchModels: e.WATCH_MODELS === 'true',
     poolSize: e.POOL_SIZE,
     intraOpNumThreads: e.INTRA_OP_THREADS,
+    jsonParseThreads: e.JSON_PARSE_THREADS,
     runTimeoutMs: e.RUN_TIMEOUT_MS,
     requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
     batching: {

@@ -25,6 +25,7 @@ import { createModelRepository, type ModelRepository, type StoredVersion } from 
 import { type AuditLog, createAuditLog } from './audit/audit-log.js';
 import type { ServerConfig } from './config.js';
 import { createDocsAssets } from './docs-assets.js';
+import { createJsonParser } from './json-offload.js';
 import { createLifecycleStore, setModelJsonField } from './lifecycle-store.js';
 import { log, logger, requestLogger } from './log.js';
 import { scanModelRepository } from './model-store.js';
@@ -331,6 +332,8 @@ export async function startServer(
     },
   });
   const limiter = createLimiter(config, metrics);
+  const jsonParser =
+    config.jsonParseThreads > 0 ? createJsonParser({ threads: config.jsonParseThreads }) : undefined;
   const admission = createAdmission({
     ...config.admission,
     maxWaitMs: config.requestTimeoutMs,
@@ -396,6 +399,7 @@ export async function startServer(
       audit,
       auditReader: audit?.reader,
       admission,
+      parseLargeJson: jsonParser?.parse,
       stats,
       docsAsset: createDocsAssets(),
       rateLimiter: limiter,
@@ -484,7 +488,7 @@ export async function startServer(
     // A pool still starting (SIGTERM during start-up) closes once its loading workers are done, within what
     // is left of SHUTDOWN_TIMEOUT_MS.
     await Promise.race([
-      backend.close(),
+      Promise.all([backend.close(), jsonParser?.close()]),
       sleep(Math.max(0, deadline - performance.now()), undefined, { ref: false }),
     ]);
     // Every answered request's record is in the segment log, fsynced, before exit; the store is given what

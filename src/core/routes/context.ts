@@ -54,6 +54,12 @@ export interface AppDeps {
   /** Admission control for prediction requests (in-flight bound, a line for large bodies); absent = none. */
   admission?: Admission;
   /**
+   * Parses a large JSON body (64 KiB or more) off this thread: what JSON.parse of its UTF-8 text gives, or
+   * a SyntaxError. It takes the bytes (the caller reads them no more). Absent = parsed here, between turns
+   * given to other requests.
+   */
+  parseLargeJson?: (bytes: Uint8Array) => Promise<unknown>;
+  /**
    * The documentation pages' static files (Swagger UI, Redoc), by file name; absent = /docs and /redoc
    * answer 404. Node serves them from the installed packages, so the pages work with no internet.
    */
@@ -174,7 +180,7 @@ export const notReady = () =>
   });
 
 export function createRouteContext(deps: AppDeps, config: AppConfig): RouteContext {
-  const body = createBodyReader(config.maxBodyBytes, deps.admission?.giveWay);
+  const body = createBodyReader(config.maxBodyBytes, deps.admission?.giveWay, deps.parseLargeJson);
   return {
     deps,
     config,
