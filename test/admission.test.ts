@@ -45,6 +45,55 @@ describe('in-flight bound', () => {
     expect((await server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] })).status).toBe(200);
   });
 
+  it('answers a refusal at the bound as the app answers errors, on every prediction route, and counts it', async () => {
+    // Held in flight: the batcher waits 600 ms for company.
+    const held = Promise.all(
+      rows(5, 7, 21).map((f) => server.post('/predict', { features: f.map(Math.abs), use_cache: false })),
+    );
+    await new Promise((r) => setTimeout(r, 150));
+    const before = await (await server.get('/metrics')).text();
+    const refused = await Promise.all([
+      server.post('/predict', { features: [1, 2, 3, 4, 5, 6, 7] }, { 'x-request-id': 'shed-1' }),
+      server.post('/predict/batch?x=1', { instances: [[1, 2, 3, 4, 5, 6, 7]] }),
+      server.post('/v2/models/churn/infer', { inputs: [] }),
+      server.post('/v2/models/churn/versions/1/infer', { inputs: [] }),
+    ]);
+    for (const res of refused) {
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('strict-transport-security')).toMatch(/max-age=/);
+    }
+    expect(refused[0]!.headers.get('x-request-id')).toBe('shed-1');
+    const [a, b, c, d] = await Promise.all(refused.map(json));
+    for (const body of [a, b]) {
+      expect(body.error).toEqual({ code: 'ERR_OVERLOADED', message: expect.stringMatching(/^5 prediction/) });
+    }
+    // The Open Inference Protocol's error shape: one message.
+    for (const body of [c, d]) expect(body).toEqual({ error: expect.stringMatching(/^5 prediction/) });
+    for (const r of await held) expect(r.status).toBe(200);
+    const after = await (await server.get('/metrics')).text();
+    const count = (text: string, route: string) =>
+      Number(
+        new RegExp(
+          `^onnxserve_http_requests_total\\{[^}]*route="${route.replace(/[/:]/g, (ch) => `\\${ch}`)}"[^}]*status="503"[^}]*\\} (\\d+)`,
+          'm',
+        ).exec(text)?.[1] ?? 0,
+      );
+    for (const route of [
+      '/predict',
+      '/predict/batch',
+      '/v2/models/:name/infer',
+      '/v2/models/:name/versions/:version/infer',
+    ]) {
+      expect(count(after, route) - count(before, route)).toBe(1);
+    }
+    const errors = (text: string) =>
+      Number(/^onnxserve_errors_total\{code="ERR_OVERLOADED"\} (\d+)/m.exec(text)?.[1] ?? 0);
+    expect(errors(after) - errors(before)).toBe(4);
+  });
+
   it('does not count reads: health, metadata and metrics answer while predictions are refused', async () => {
     const load = Promise.all(
       rows(5, 7, 12).map((f) => server.post('/predict', { features: f.map(Math.abs), use_cache: false })),

@@ -57,6 +57,10 @@ interface Waiter {
 export const overloaded = (message: string) =>
   new ServeError('ERR_OVERLOADED', message, { retryAfterSeconds: 1 });
 
+/** Why a request is refused at the in-flight bound (also said by a runtime that refuses it earlier). */
+export const overloadedMessage = (inFlight: number) =>
+  `${inFlight} prediction requests are in progress, the most this server takes`;
+
 export type Admission = ReturnType<typeof createAdmission>;
 
 /** The context key set on a request admitted as heavy. */
@@ -127,7 +131,7 @@ export function createAdmission(opts: AdmissionOptions) {
     // What would be refused anyway is refused now, not after a wait in line.
     const asked = timeoutHeader(c);
     if (inFlight >= opts.maxInFlight) {
-      throw overloaded(`${inFlight} prediction requests are in progress, the most this server takes`);
+      throw overloaded(overloadedMessage(inFlight));
     }
     const declared = c.req.header('content-length');
     if (declared !== undefined && opts.maxBodyBytes !== undefined && Number(declared) > opts.maxBodyBytes) {

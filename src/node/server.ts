@@ -3,7 +3,7 @@
  * app → HTTP server, then the models load in the background while liveness already answers.
  */
 import { hash } from 'node:crypto';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { type AddressInfo, Server as NetServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { serve } from '@hono/node-server';
@@ -34,6 +34,7 @@ import { createPoolBackend } from './pool-backend.js';
 import { createPromMetrics, type PromMetrics } from './prom-metrics.js';
 import { createRateLimiter, type NodeRateLimiter } from './rate-limiter.js';
 import { createRedisTier, type RedisTier } from './redis-tier.js';
+import { createShedder } from './shed.js';
 import { createTracing } from './tracing.js';
 
 export interface RunningServer {
@@ -209,7 +210,12 @@ function drainAware(fetch: Fetch, draining: () => boolean): Fetch {
   return (req, env) => (draining() ? Promise.resolve(fetch(req, env)).then(closeAfter) : fetch(req, env));
 }
 
-async function listen(fetch: Fetch, config: ServerConfig) {
+async function listen(
+  fetch: Fetch,
+  config: ServerConfig,
+  /** Answers a request before the app sees it, returning true when it has (see shed.ts). */
+  front?: (req: IncomingMessage, res: ServerResponse) => boolean,
+) {
   const { http } = config;
   const server = serve({
     fetch,
@@ -226,6 +232,15 @@ async function listen(fetch: Fetch, config: ServerConfig) {
   }) as Server;
   // Past this many open connections, new ones are closed at once.
   server.maxConnections = http.maxConnections;
+  if (front) {
+    // The adapter's listener runs only for what the front leaves to it.
+    const app = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
+    server.removeAllListeners('request');
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (front(req, res)) return;
+      for (const listener of app) listener.call(server, req, res);
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     if (server.listening) resolve();
     server.once('listening', resolve);
@@ -430,6 +445,15 @@ export async function startServer(
       config.cors !== undefined,
     ),
     config,
+    createShedder({
+      inFlight: () => admission.stats().inFlight,
+      maxInFlight: config.admission.maxInFlight,
+      draining: () => closing,
+      cors: config.cors !== undefined,
+      metrics,
+      logger: requestLogger,
+      accessSample: config.log.accessSample,
+    }),
   );
   const port = (server.address() as AddressInfo).port;
 
