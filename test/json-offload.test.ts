@@ -54,6 +54,17 @@ describe('large bodies on the JSON thread', () => {
     expect(a.status).toBe(200);
     expect(a.body.count).toBe(2000);
     expect(a).toEqual(b);
+    // A large answer's text is written in slices: it reads as a small one (written whole) does.
+    const small = await threaded.post('/predict/batch', {
+      model: 'mlp-large',
+      instances: big(2000).slice(0, 999),
+      use_cache: false,
+    });
+    const large = await threaded.post('/predict/batch', body);
+    expect(large.headers.get('content-type')).toBe(small.headers.get('content-type'));
+    const [s, l] = await Promise.all([small.json(), large.json()]);
+    expect(Object.keys(l)).toEqual(Object.keys(s));
+    expect(l.predictions.slice(0, 999)).toEqual(s.predictions);
   });
 
   it('answer seed-style named rows (parsed on the main thread after all: too many objects to send)', async () => {

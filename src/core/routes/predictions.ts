@@ -1,5 +1,6 @@
 /** `/predict` and `/predict/batch`: the request shapes seed clients already send. */
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import { jsonInSlices, jsonWithRaw } from '../answer.js';
 import { invalid, ServeError } from '../errors.js';
 import { rowsToTensor } from '../features.js';
 import type { InferResult } from '../inference.js';
@@ -209,7 +210,9 @@ export function predictionRoutes(ctx: RouteContext) {
       ctx.trace(c),
     );
     const rows = predictions.length;
-    if (rows >= LARGE_ANSWER_ROWS) await ctx.giveWay(c);
+    // A large answer's text is made in slices, giving way between them (see jsonInSlices).
+    const listed =
+      rows >= LARGE_ANSWER_ROWS ? await jsonInSlices(predictions, () => ctx.giveWay(c)) : undefined;
     const a = { route: '/predict/batch', entry, requestId, inputs, outputs, rows, started, tiers };
     return answer(c, a, (latencyMs, cachedRows) => ({
       body: {
@@ -223,6 +226,12 @@ export function predictionRoutes(ctx: RouteContext) {
         cached_rows: cachedRows,
         timestamp: new Date().toISOString(),
       },
+      send: listed
+        ? (c, body) =>
+            c.body(jsonWithRaw(body as Record<string, unknown>, 'predictions', listed), 200, {
+              'Content-Type': 'application/json',
+            })
+        : undefined,
     }));
   });
 
