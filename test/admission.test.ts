@@ -65,7 +65,6 @@ describe('in-flight bound', () => {
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
       expect(res.headers.get('strict-transport-security')).toMatch(/max-age=/);
     }
-    expect(refused[0]!.headers.get('x-request-id')).toBe('shed-1');
     const [a, b, c, d] = await Promise.all(refused.map(json));
     for (const body of [a, b]) {
       expect(body.error).toEqual({ code: 'ERR_OVERLOADED', message: expect.stringMatching(/^5 prediction/) });

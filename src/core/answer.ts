@@ -107,7 +107,7 @@ export async function jsonInSlices(items: readonly unknown[], between: () => Pro
  */
 export function jsonWithRaw(body: Record<string, unknown>, field: string, raw: string): string {
   let out = '{';
-  for (const key in body) {
+  for (const key of Object.keys(body)) {
     const value = key === field ? raw : JSON.stringify(body[key]);
     if (value === undefined) continue;
     if (out.length > 1) out += ',';

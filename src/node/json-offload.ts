@@ -18,6 +18,9 @@ export interface JsonParser {
   close(): Promise<void>;
 }
 
+/** Far more than the largest body takes (~50 ms for 4 MiB). */
+const PARSE_TIMEOUT_MS = 10_000;
+
 export function createJsonParser(options: { threads: number; workerFile?: string }): JsonParser {
   const pool = new Piscina<Uint8Array, ParseReply>({
     filename: options.workerFile ?? compiledWorker('json-parser.js'),
@@ -32,7 +35,10 @@ export function createJsonParser(options: { threads: number; workerFile?: string
   return {
     async parse(bytes) {
       const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
-      const reply = await pool.run(Piscina.move(own ? bytes : bytes.slice()) as Uint8Array);
+      // A backstop: a parse that never comes back (it should not) ends its thread, not the request's wait.
+      const reply = await pool.run(Piscina.move(own ? bytes : bytes.slice()) as Uint8Array, {
+        signal: AbortSignal.timeout(PARSE_TIMEOUT_MS),
+      });
       switch (reply.kind) {
         case 'plain':
           return reply.value;

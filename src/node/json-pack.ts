@@ -64,7 +64,7 @@ function copyNumbers(v: readonly unknown[], out: Float64Array, at: number): bool
 /**
  * Pack a parsed document: undefined when it holds nothing worth packing; 'inline' when it is better parsed
  * where it is needed, being nested deeper than PACK_MAX_DEPTH (a structured clone of it could overflow the
- * stack) or leaving more than PACK_MAX_LEFT values unpacked.
+ * stack), leaving more than PACK_MAX_LEFT values unpacked, or holding a `__proto__` key.
  */
 export function packJson(doc: unknown): PackedJson | 'inline' | undefined {
   const paths: Key[][] = [];
@@ -117,8 +117,10 @@ export function packJson(doc: unknown): PackedJson | 'inline' | undefined {
     } else if (node !== null && typeof node === 'object') {
       for (const key in node) {
         if (++left > PACK_MAX_LEFT) return 'inline';
-        // Never a hole under __proto__: filling it by assignment would set the object's prototype.
-        if (key === '__proto__') continue;
+        // A document with a __proto__ key is parsed where it is used: a hole under it would be filled by
+        // assignment (setting the object's prototype), and a subtree left unwalked could be nested too deep
+        // for the clone back (found in review: 5,000 deep, the clone was never received and the task hung).
+        if (key === '__proto__') return 'inline';
         const child = (node as Record<string, unknown>)[key];
         if (child !== null && typeof child === 'object') stack.push({ node: child, path: [...path, key] });
       }

@@ -452,7 +452,6 @@ export async function startServer(
       cors: config.cors !== undefined,
       metrics,
       logger: requestLogger,
-      accessSample: config.log.accessSample,
     }),
   );
   const port = (server.address() as AddressInfo).port;

@@ -7,9 +7,11 @@
  *
  * The app's admission control (src/core/admission.ts) still decides everything else (the line for large
  * bodies, body limits) and is the bound on runtimes without this listener. The answer is the app's own:
- * the same status, code, message, error shape (the Open Inference Protocol's on /v2), Retry-After, security
- * headers and X-Request-Id echo, and it is counted and logged as the app counts and logs requests. It comes
- * before keys and rate limits: a caller refused here was never let in, so there is nothing to check.
+ * the same status, code, message, error shape (the Open Inference Protocol's on /v2), Retry-After and
+ * security headers, and it is counted and logged as the app counts and logs refusals (every 5xx has an
+ * access line). It comes before keys and rate limits: a caller refused here was never let in, so there is
+ * nothing to check, and it is not counted against a rate limit. With CORS configured the app answers (its
+ * CORS headers go on every response).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { overloadedMessage } from '../core/admission.js';
@@ -33,34 +35,30 @@ export interface ShedOptions {
   maxInFlight: number;
   /** True while draining: the answer also closes the connection. */
   draining: () => boolean;
-  /** CORS configured: requests with an Origin go to the app, which answers them with CORS headers. */
+  /** CORS configured: every request goes to the app, which answers it with CORS headers. */
   cors: boolean;
   metrics: AppMetrics;
   logger: Logger;
-  /** The share of requests given an access line (the app's ACCESS_LOG_SAMPLE). */
-  accessSample: number;
 }
 
 /** A listener's front: answers (and returns true) when the request is refused here. */
 export function createShedder(opts: ShedOptions) {
   const security = SECURITY_HEADERS(false);
-  const sample = opts.logger.isLevelEnabled('info') ? opts.accessSample : 0;
+  const logged = opts.logger.isLevelEnabled('info');
   return (req: IncomingMessage, res: ServerResponse): boolean => {
-    if (req.method !== 'POST') return false;
+    if (req.method !== 'POST' || opts.cors) return false;
     const inFlight = opts.inFlight();
     if (inFlight < opts.maxInFlight) return false;
     const url = req.url ?? '';
     const q = url.indexOf('?');
     const route = routeOf(q === -1 ? url : url.slice(0, q));
-    if (route === undefined || (opts.cors && req.headers.origin !== undefined)) return false;
+    if (route === undefined) return false;
     const started = performance.now();
     const message = overloadedMessage(inFlight);
     const body = JSON.stringify(
       route.startsWith('/v2') ? { error: message } : { error: { code: 'ERR_OVERLOADED', message } },
     );
     for (const [name, value] of security) res.setHeader(name, value);
-    const id = req.headers['x-request-id'];
-    if (typeof id === 'string' && id.length <= 200) res.setHeader('X-Request-Id', id);
     // The body is left unread: a large one (or one of unknown length) is not worth reading to keep the
     // connection, as the app decides too.
     const length = req.headers['content-length'];
@@ -76,7 +74,9 @@ export function createShedder(opts: ShedOptions) {
     const ms = performance.now() - started;
     opts.metrics.request(route, 'POST', 503, ms / 1000);
     opts.metrics.error('ERR_OVERLOADED');
-    if (sample > 0 && (sample >= 1 || Math.random() < sample)) {
+    if (logged) {
+      // The app's access line for a refusal, field for field.
+      const id = req.headers['x-request-id'];
       opts.logger.info(
         {
           request_id: typeof id === 'string' ? id : null,
@@ -84,6 +84,11 @@ export function createShedder(opts: ShedOptions) {
           route,
           status: 503,
           latency_ms: Math.round(ms * 1000) / 1000,
+          model: null,
+          version: null,
+          rows: null,
+          cache: null,
+          api_key: null,
           error: 'ERR_OVERLOADED',
         },
         'request',
