@@ -38,8 +38,8 @@ export type { AppConfig, AppDeps, CorsConfig } from './routes/context.js';
 /** An error's stack (or text) for a log line. */
 const errorText = (err: unknown) => (err instanceof Error ? (err.stack ?? String(err)) : String(err));
 
-/** The routes admission control guards (Hono paths). */
-const PREDICTION_PATHS = [
+/** The routes admission control guards (Hono paths, as metrics and access lines name them). */
+export const PREDICTION_PATHS = [
   '/predict',
   '/predict/batch',
   '/v2/models/:name/infer',
@@ -49,16 +49,30 @@ const PREDICTION_PATHS = [
 const isV2 = (path: string) => path === '/v2' || path.startsWith('/v2/');
 
 /**
- * A body over 64 KiB, or of undeclared length, that nobody has read. An error answered before the body was
- * read (a refusal by access control or admission, an unknown route or model) closes the connection then:
- * keeping it would mean reading, and throwing away, the rest of the body first.
+ * Whether a body that nobody has read is too large to keep its connection for: over 64 KiB, or of
+ * undeclared length. An error answered before the body was read (a refusal by access control or admission,
+ * an unknown route or model) closes the connection then: keeping it would mean reading, and throwing away,
+ * the rest of the body first.
  */
-const largeUnreadBody = (req: Request) => {
-  if (req.bodyUsed) return false;
-  const length = req.headers.get('content-length');
-  if (length === null) return req.headers.has('transfer-encoding');
-  return Number(length) > 64 * 1024;
-};
+export const unreadBodyIsLarge = (contentLength: string | null | undefined, chunked: boolean) =>
+  contentLength === null || contentLength === undefined ? chunked : Number(contentLength) > 64 * 1024;
+
+const largeUnreadBody = (req: Request) =>
+  !req.bodyUsed && unreadBodyIsLarge(req.headers.get('content-length'), req.headers.has('transfer-encoding'));
+
+/**
+ * An error's JSON body: `{error: {code, message, field?, candidates?}}`, or on the Open Inference Protocol's
+ * routes its own shape, one message (naming the field, as the server's own error bodies do).
+ */
+export function errorBody(e: ServeError, path: string): unknown {
+  if (isV2(path)) {
+    return { error: e.field && !e.message.includes(e.field) ? `${e.field}: ${e.message}` : e.message };
+  }
+  const error: Record<string, unknown> = { code: e.code, message: e.message };
+  if (e.field) error.field = e.field;
+  if (e.candidates) error.candidates = e.candidates;
+  return { error };
+}
 
 /** Headers every response carries; the request headers a browser may send cross-origin, by default. */
 export const SECURITY_HEADERS = (crossOrigin: boolean): [string, string][] => [
@@ -287,16 +301,7 @@ export function createApp(deps: AppDeps, config: AppConfig) {
     // The rest of an oversized body was never read: the connection cannot carry another request.
     if (e.code === 'ERR_BODY_TOO_LARGE') c.header('Connection', 'close');
     if (largeUnreadBody(c.req.raw)) c.header('Connection', 'close');
-    const status = e.status as 400;
-    // The protocol's error body is one message: it names the field, as the server's own error bodies do.
-    if (isV2(c.req.path)) {
-      const message = e.field && !e.message.includes(e.field) ? `${e.field}: ${e.message}` : e.message;
-      return c.json({ error: message }, status);
-    }
-    const error: Record<string, unknown> = { code: e.code, message: e.message };
-    if (e.field) error.field = e.field;
-    if (e.candidates) error.candidates = e.candidates;
-    return c.json({ error }, status);
+    return c.json(errorBody(e, c.req.path), e.status as 400);
   });
 
   app.route('/', predictionRoutes(ctx));

@@ -14,20 +14,17 @@
  * CORS headers go on every response).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { overloadedMessage } from '../core/admission.js';
-import { SECURITY_HEADERS } from '../core/app.js';
+import { overloaded, overloadedMessage } from '../core/admission.js';
+import { errorBody, PREDICTION_PATHS, SECURITY_HEADERS, unreadBodyIsLarge } from '../core/app.js';
 import type { Logger } from '../core/logger.js';
 import type { AppMetrics } from '../core/metrics.js';
 
-/** The prediction routes (as the app's metrics name them) by request path. */
-const PREDICTION = /^\/(?:predict(\/batch)?|v2\/models\/[^/]+(\/versions\/[^/]+)?\/infer)$/;
+/** The prediction routes' paths as patterns, each with the route's name (its Hono path, as metrics say). */
+const PREDICTION_ROUTES = PREDICTION_PATHS.map(
+  (route) => [new RegExp(`^${route.replace(/:[^/]+/g, '[^/]+')}$`), route] as const,
+);
 
-function routeOf(path: string): string | undefined {
-  const m = PREDICTION.exec(path);
-  if (!m) return undefined;
-  if (path.startsWith('/predict')) return m[1] ? '/predict/batch' : '/predict';
-  return m[2] ? '/v2/models/:name/versions/:version/infer' : '/v2/models/:name/infer';
-}
+const routeOf = (path: string) => PREDICTION_ROUTES.find(([pattern]) => pattern.test(path))?.[1];
 
 export interface ShedOptions {
   /** Prediction requests in progress now, and the most taken. */
@@ -54,26 +51,25 @@ export function createShedder(opts: ShedOptions) {
     const route = routeOf(q === -1 ? url : url.slice(0, q));
     if (route === undefined) return false;
     const started = performance.now();
-    const message = overloadedMessage(inFlight);
-    const body = JSON.stringify(
-      route.startsWith('/v2') ? { error: message } : { error: { code: 'ERR_OVERLOADED', message } },
-    );
+    const e = overloaded(overloadedMessage(inFlight));
+    const body = JSON.stringify(errorBody(e, route));
     for (const [name, value] of security) res.setHeader(name, value);
     // The body is left unread: a large one (or one of unknown length) is not worth reading to keep the
     // connection, as the app decides too.
-    const length = req.headers['content-length'];
-    const large =
-      length === undefined ? req.headers['transfer-encoding'] !== undefined : Number(length) > 64 * 1024;
+    const large = unreadBodyIsLarge(
+      req.headers['content-length'],
+      req.headers['transfer-encoding'] !== undefined,
+    );
     if (large || opts.draining()) res.setHeader('Connection', 'close');
-    res.writeHead(503, {
+    res.writeHead(e.status, {
       'Content-Type': 'application/json',
       'Content-Length': Buffer.byteLength(body),
-      'Retry-After': '1',
+      'Retry-After': String(e.retryAfterSeconds),
     });
     res.end(body);
     const ms = performance.now() - started;
-    opts.metrics.request(route, 'POST', 503, ms / 1000);
-    opts.metrics.error('ERR_OVERLOADED');
+    opts.metrics.request(route, 'POST', e.status, ms / 1000);
+    opts.metrics.error(e.code);
     if (logged) {
       // The app's access line for a refusal, field for field.
       const id = req.headers['x-request-id'];
@@ -82,14 +78,14 @@ export function createShedder(opts: ShedOptions) {
           request_id: typeof id === 'string' ? id : null,
           method: 'POST',
           route,
-          status: 503,
+          status: e.status,
           latency_ms: Math.round(ms * 1000) / 1000,
           model: null,
           version: null,
           rows: null,
           cache: null,
           api_key: null,
-          error: 'ERR_OVERLOADED',
+          error: e.code,
         },
         'request',
       );
