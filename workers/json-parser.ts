@@ -3,11 +3,11 @@
  * thread ~30 ms (UTF-8 decode, JSON.parse) plus the garbage collection of what it made, and every small
  * request behind it waited that long. The document comes back packed (see json-pack.ts).
  */
-import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { packJson } from '../src/node/json-pack.js';
+import { withTransfer } from './protocol.js';
 
 export type ParseReply =
-  /** The document as it is (nothing worth packing, or nested too deep to pack). */
+  /** The document as it is (nothing worth packing). */
   | { kind: 'plain'; value: unknown }
   | { kind: 'packed'; packed: import('../src/node/json-pack.js').PackedJson }
   /** JSON.parse's own message, for the same 400 the main thread gives. */
@@ -26,16 +26,12 @@ export default function parse(bytes: Uint8Array): ParseReply {
   }
   if (doc === null || typeof doc !== 'object') return { kind: 'plain', value: doc };
   const packed = packJson(doc);
-  if (packed === 'inline') return withTransfer({ kind: 'inline', bytes }, [bytes.buffer as ArrayBuffer]);
+  if (packed === 'inline') {
+    return withTransfer<ParseReply>({ kind: 'inline', bytes }, [bytes.buffer as ArrayBuffer]);
+  }
   if (packed === undefined) return { kind: 'plain', value: doc };
-  return withTransfer({ kind: 'packed', packed }, [
+  return withTransfer<ParseReply>({ kind: 'packed', packed }, [
     packed.numbers.buffer as ArrayBuffer,
     packed.lengths.buffer as ArrayBuffer,
   ]);
 }
-
-const withTransfer = (reply: ParseReply, transfer: ArrayBuffer[]) =>
-  move({
-    [transferableSymbol]: transfer,
-    [valueSymbol]: reply,
-  } as unknown as ArrayBuffer) as unknown as ParseReply;

@@ -3,7 +3,7 @@
  * ready, so the pool never hands a task to a worker that is still loading.
  */
 import { parentPort, threadId } from 'node:worker_threads';
-import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
+import { workerData } from 'piscina';
 import type { Tensor } from '../src/core/tensor.js';
 import { createOrtBackend } from '../src/node/ort-backend.js';
 import {
@@ -15,6 +15,7 @@ import {
   type WorkerInit,
   type WorkerReadyMessage,
   type WorkerTask,
+  withTransfer,
 } from './protocol.js';
 
 const init = workerData as WorkerInit;
@@ -48,10 +49,6 @@ try {
     threadId,
     error: loadError,
   } satisfies WorkerFailedMessage);
-}
-
-function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]) {
-  return move({ [transferableSymbol]: transfer, [valueSymbol]: value } as unknown as ArrayBuffer);
 }
 
 /** Hold this worker until every worker has its release task (or a few seconds pass), then release. */
@@ -106,5 +103,5 @@ export default async function handle(task: WorkerTask): Promise<DescribeResult |
   };
   const transfer = new Set([...transferListOf(outputs), ...transferListOf(task.inputs)]);
   if (histogram) transfer.add(histogram.buffer as ArrayBuffer);
-  return withTransfer(reply, [...transfer]) as unknown as RunReply;
+  return withTransfer(reply, [...transfer]);
 }

@@ -2,6 +2,7 @@
  * The one place that says what crosses between the main thread and the inference workers. Tensors travel
  * as typed arrays whose buffers are transferred, never copied.
  */
+import { move, transferableSymbol, valueSymbol } from 'piscina';
 import type { ModelSignature, ModelSource } from '../src/core/backend.js';
 import type { HistogramSpec } from '../src/core/drift.js';
 import type { Tensor } from '../src/core/tensor.js';
@@ -93,4 +94,15 @@ export function transferListOf(tensors: Record<string, Tensor>): ArrayBuffer[] {
     if (buf instanceof ArrayBuffer && buf.byteLength > 0) seen.add(buf);
   }
   return [...seen];
+}
+
+/**
+ * A Piscina worker's reply with these buffers moved to the main thread rather than copied (Piscina's
+ * transferable wrapper; the main thread receives `value` itself).
+ */
+export function withTransfer<T extends object>(value: T, transfer: ArrayBuffer[]): T {
+  return move({
+    [transferableSymbol]: transfer,
+    [valueSymbol]: value,
+  } as unknown as ArrayBuffer) as unknown as T;
 }
