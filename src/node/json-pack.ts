@@ -92,10 +92,8 @@ export function packJson(doc: unknown): PackedJson | 'inline' | undefined {
     if (Array.isArray(node)) {
       const size = matrixSize(node);
       const matrix = size >= 0;
-      const piece =
-        (matrix ? size : node.length) >= PACK_MIN_NUMBERS
-          ? pack(node, matrix, matrix ? size : node.length)
-          : undefined;
+      const count = matrix ? size : node.length;
+      const piece = count >= PACK_MIN_NUMBERS ? pack(node, matrix, count) : undefined;
       if (piece) {
         paths.push(path);
         pieces.push(piece);
